@@ -1,0 +1,226 @@
+"""Job spec (what users write in YAML) and job views.
+
+Invariants: the spec refuses unknown fields (a typo is an error naming the field, not a
+silently ignored setting); `submission_from_spec` is the only way from a spec to the domain's
+`JobSubmission`, and `job_out` the only way from a domain `Job` to the API's view.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from api.schemas.common import parse_duration, parse_memory_mib
+from scheduler.types import Job, JobSubmission, Resources
+from suanli.errors import invalid
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Set by suanli itself; a job may not override them.
+RESERVED_ENV = ("SUANLI_", "CUDA_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+MAX_COMMAND = 65536
+MAX_ENV = 256
+
+
+class ResourcesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accelerator: str | list[str] = Field(
+        description="An accelerator type, or a list of acceptable types in order of preference",
+        examples=["nvidia-a100-80g", ["nvidia-a100-80g", "ascend-910b"]],
+    )
+    devices_per_node: int = Field(1, ge=1, le=64, description="Devices on each server")
+    nodes: int = Field(1, ge=1, le=256, description="Servers (all start together, or none)")
+    cpus_per_node: int = Field(4, ge=1, le=1024)
+    memory_per_node: str | int = Field("16Gi", description="MiB as a number, or '512Mi', '16Gi', …")
+
+    @field_validator("accelerator")
+    @classmethod
+    def _types(cls, v: str | list[str]) -> list[str]:
+        types = [v] if isinstance(v, str) else list(v)
+        if not types:
+            raise ValueError("name at least one accelerator type")
+        for t in types:
+            if not re.match(NAME, t):
+                raise ValueError(f"{t!r} is not an accelerator type name")
+        if len(set(types)) != len(types):
+            raise ValueError("an accelerator type is listed twice")
+        return types
+
+    @field_validator("memory_per_node")
+    @classmethod
+    def _memory(cls, v: str | int) -> int:
+        return parse_memory_mib(v)
+
+
+class JobSpecIn(BaseModel):
+    """A job spec, as written in YAML (see README: "Job spec")."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "train-numpy",
+                    "project": "default",
+                    "resources": {"accelerator": "nvidia-a100-80g", "devices_per_node": 1},
+                    "time_limit": "10m",
+                    "command": "python train_numpy.py --epochs 30",
+                    "working_dir": "/srv/work/examples",
+                    "env": {"SEED": "1"},
+                }
+            ]
+        },
+    )
+
+    name: str = Field(pattern=NAME)
+    project: str = Field("default", pattern=NAME)
+    resources: ResourcesIn
+    time_limit: str | int | None = Field(None, description="Seconds, or '30m', '2h', '1h30m', '1d'")
+    grace_period: str | int | None = Field(None, description="Seconds between SIGTERM and SIGKILL")
+    command: str | list[str] = Field(description="A shell command line, or an argv list")
+    working_dir: str | None = Field(None, description="Absolute path on the servers")
+    env: dict[str, Annotated[str, Field(max_length=65536)] | int | float | bool] = {}
+
+    @field_validator("time_limit", "grace_period")
+    @classmethod
+    def _duration(cls, v: str | int | None) -> int | None:
+        return None if v is None else parse_duration(v)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | list[str]) -> str:
+        text = v if isinstance(v, str) else shlex.join(v)
+        if not text.strip():
+            raise ValueError("the command is empty")
+        if len(text) > MAX_COMMAND:
+            raise ValueError(f"the command is longer than {MAX_COMMAND} characters")
+        return text
+
+    @field_validator("working_dir")
+    @classmethod
+    def _wd(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("working_dir must be an absolute path (the CLI resolves relative ones)")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, object]) -> dict[str, str]:
+        if len(v) > MAX_ENV:
+            raise ValueError(f"at most {MAX_ENV} variables")
+        out: dict[str, str] = {}
+        for k, val in v.items():
+            if not ENV_KEY.match(k):
+                raise ValueError(f"{k!r} is not a valid variable name")
+            if k.startswith(RESERVED_ENV):
+                raise ValueError(f"{k} is set by suanli and cannot be overridden")
+            out[k] = str(val).lower() if isinstance(val, bool) else str(val)
+        return out
+
+
+def submission_from_spec(spec: JobSpecIn, default_time_limit_s: int, max_time_limit_s: int, default_grace_s: float) -> JobSubmission:
+    time_limit = spec.time_limit or default_time_limit_s
+    if time_limit > max_time_limit_s:
+        raise invalid("time_limit_too_long", f"time_limit {time_limit}s is over the center's maximum of {max_time_limit_s}s", "time_limit")
+    r = spec.resources
+    return JobSubmission(
+        name=spec.name,
+        project=spec.project,
+        resources=Resources(
+            accelerator_types=tuple(r.accelerator),  # type: ignore[arg-type]
+            devices_per_node=r.devices_per_node,
+            nodes=r.nodes,
+            cpus_per_node=r.cpus_per_node,
+            memory_mb_per_node=int(r.memory_per_node),
+        ),
+        time_limit_s=int(time_limit),
+        grace_s=float(spec.grace_period if spec.grace_period is not None else default_grace_s),
+        command=spec.command,  # type: ignore[arg-type]
+        working_dir=spec.working_dir,
+        env=dict(spec.env),  # type: ignore[arg-type]
+    )
+
+
+class ResourcesOut(BaseModel):
+    accelerator_types: list[str]
+    devices_per_node: int
+    nodes: int
+    cpus_per_node: int
+    memory_mb_per_node: int
+
+
+class PlacementOut(BaseModel):
+    node: str
+    devices: list[int]
+
+
+class JobOut(BaseModel):
+    id: int
+    name: str
+    org: str
+    project: str
+    user: str
+    status: str
+    reason: str
+    resources: ResourcesOut
+    time_limit_s: int
+    grace_s: float
+    command: str
+    working_dir: str | None
+    submitted_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    accelerator_type: str | None
+    placements: list[PlacementOut]
+    price_fen_per_device_hour: int | None
+    cost_fen: int | None
+
+
+def job_out(job: Job) -> JobOut:
+    r = job.resources
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        org=job.org,
+        project=job.project,
+        user=job.user,
+        status=str(job.status),
+        reason=job.reason,
+        resources=ResourcesOut(
+            accelerator_types=list(r.accelerator_types),
+            devices_per_node=r.devices_per_node,
+            nodes=r.nodes,
+            cpus_per_node=r.cpus_per_node,
+            memory_mb_per_node=r.memory_mb_per_node,
+        ),
+        time_limit_s=job.time_limit_s,
+        grace_s=job.grace_s,
+        command=job.command,
+        working_dir=job.working_dir,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        exit_code=job.exit_code,
+        accelerator_type=job.accelerator_type,
+        placements=[PlacementOut(node=p.node, devices=list(p.devices)) for p in job.placements],
+        price_fen_per_device_hour=job.price_fen_per_device_hour,
+        cost_fen=job.cost_fen,
+    )
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_before_id: int | None = Field(None, description="Pass as before_id for the next page")
+
+
+class EventOut(BaseModel):
+    at: datetime
+    from_status: str | None
+    to_status: str | None
+    reason: str

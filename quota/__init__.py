@@ -1,0 +1,1 @@
+"""Prices, accounts and the append-only ledger."""

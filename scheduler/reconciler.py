@@ -1,0 +1,171 @@
+"""Passive sync of what the launcher (Ray) reports into the database.
+
+Invariants:
+- For every job holding devices (STARTING, RUNNING, CANCELLING) the runner's state is read
+  once per cycle and the database follows it through `scheduler.states` only.
+- Ending a job is one transaction: its status (via RUNNING if the start was never seen), its
+  times and exit code, the release of its device claims and its charge (ledger key
+  `charge:job:<id>`, so it is charged at most once). Runners are torn down only after commit.
+- A stale version rolls the whole transaction back; the next cycle tries again with fresh
+  state. A job is charged only for time its process really ran; a job whose runner was lost
+  is not charged (the center's fault, not the user's).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from quota.service import charge_job
+from scheduler.launcher import Launcher
+from scheduler.types import ACTIVE, Job, JobStatus, RunnerPhase, RunnerState
+from suanli.db.engine import Database
+from suanli.db.store import jobs as job_store
+
+if TYPE_CHECKING:
+    from scheduler.loop import Clock
+
+log = logging.getLogger(__name__)
+S = JobStatus
+
+
+class Stale(Exception):
+    """The job changed under us; roll back and look again next cycle."""
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
+def outcome(job: Job, st: RunnerState) -> tuple[JobStatus, str]:
+    """The terminal status and reason for a job whose runner has exited."""
+    if st.error and st.started_at is None:
+        if job.status is S.CANCELLING:
+            return S.CANCELLED, f"cancelled before the process started ({st.error})"
+        return S.FAILED, f"launch failed: {st.error}"
+    code = st.exit_code
+    if st.stopped_by in ("cancel", "shutdown"):
+        return S.CANCELLED, f"process stopped after cancel (exit code {code})"
+    if st.stopped_by == "timeout":
+        return S.TIMEOUT, f"time limit of {job.time_limit_s}s reached; process stopped (exit code {code})"
+    if code == 0:
+        return S.SUCCEEDED, "process exited with code 0"
+    return S.FAILED, f"process exited with code {code}"
+
+
+class Reconciler:
+    def __init__(self, db: Database, launcher: Launcher, clock: Clock, starting_timeout_s: float) -> None:
+        self.db = db
+        self.launcher = launcher
+        self.clock = clock
+        self.starting_timeout_s = starting_timeout_s
+
+    def sync(self) -> list[int]:
+        with self.db.begin() as s:
+            active = job_store.jobs_in(s, list(ACTIVE))
+            scheduled = job_store.scheduled_at(s, [j.id for j in active])
+        if not active:
+            return []
+        states = self.launcher.poll({j.id: len(j.placements) for j in active})
+        finished: list[int] = []
+        now = self.clock.now()
+        for job in active:
+            st = states[job.id]
+            try:
+                if self._sync_one(job, st, scheduled.get(job.id), now):
+                    finished.append(job.id)
+            except Stale:
+                log.info("job %s changed while syncing; retrying next cycle", job.id)
+        return finished
+
+    def _sync_one(self, job: Job, st: RunnerState, scheduled_at: datetime | None, now: datetime) -> bool:
+        ranks = len(job.placements)
+        if st.phase is RunnerPhase.EXITED:
+            self.finish(job, st, now)
+            return True
+        if st.phase is RunnerPhase.LOST:
+            self._lost(job, st, now)
+            return True
+        if job.status is S.CANCELLING:
+            self.launcher.stop(job.id, ranks, "cancel", job.grace_s)
+            return False
+        if st.phase is RunnerPhase.RUNNING and job.status is S.STARTING:
+            with self.db.begin() as s:
+                self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=_ts(st.started_at))
+            return False
+        if (
+            st.phase is RunnerPhase.STARTING
+            and job.status is S.STARTING
+            and scheduled_at is not None
+            and now - scheduled_at > timedelta(seconds=self.starting_timeout_s)
+        ):
+            self.launcher.release(job.id, ranks)
+            with self.db.begin() as s:
+                self._step(s, job, S.STARTING, S.PENDING,
+                           f"requeued: the runner did not start within {self.starting_timeout_s:.0f}s", now,
+                           accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None)
+                job_store.release(s, job.id)
+                job_store.clear_placements(s, job.id)
+        return False
+
+    def finish(self, job: Job, st: RunnerState, now: datetime) -> None:
+        to, reason = outcome(job, st)
+        started, ended = _ts(st.started_at), _ts(st.ended_at) or now
+        with self.db.begin() as s:
+            status, version = job.status, job.version
+            if status is S.STARTING and started is not None:
+                # The process started and ended between two polls: record both steps.
+                self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=started)
+                status, version = S.RUNNING, version + 1
+            fields: dict[str, Any] = {"ended_at": ended, "exit_code": st.exit_code, "started_at": started}
+            if started is not None and job.accelerator_type is not None:
+                fields["cost_fen"] = charge_job(
+                    s,
+                    org_id=self._org_id(s, job),
+                    job_id=job.id,
+                    devices=job.resources.total_devices,
+                    started_at=started,
+                    ended_at=ended,
+                    fen_per_device_hour=job.price_fen_per_device_hour or 0,
+                    accelerator_type=job.accelerator_type,
+                    now=now,
+                )
+            if not job_store.apply_transition(s, job.id, version, status, to, reason, now, **fields):
+                raise Stale(job.id)
+            job_store.release(s, job.id)
+        self.launcher.release(job.id, len(job.placements))
+
+    def fail_launch(self, job: Job, reason: str) -> None:
+        """The launcher refused the job outright: end it FAILED and free its devices."""
+        now = self.clock.now()
+        with self.db.begin() as s:
+            self._step(s, job, S.STARTING, S.FAILED, reason, now, ended_at=now)
+            job_store.release(s, job.id)
+        self.launcher.release(job.id, len(job.placements))
+
+    def _lost(self, job: Job, st: RunnerState, now: datetime) -> None:
+        with self.db.begin() as s:
+            if job.status is S.STARTING:
+                self._step(s, job, S.STARTING, S.PENDING, f"requeued: runner not found on Ray ({st.error})", now,
+                           accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None)
+                job_store.clear_placements(s, job.id)
+            elif job.status is S.CANCELLING:
+                self._step(s, job, S.CANCELLING, S.CANCELLED, f"runner gone after cancel ({st.error})", now, ended_at=now)
+            else:
+                self._step(s, job, S.RUNNING, S.FAILED, f"runner lost: {st.error}; not charged", now, ended_at=now)
+            job_store.release(s, job.id)
+        self.launcher.release(job.id, len(job.placements))
+
+    @staticmethod
+    def _step(s: Any, job: Job, frm: JobStatus, to: JobStatus, reason: str, now: datetime, **fields: Any) -> None:
+        """One guarded change from the state `job` was read in."""
+        assert frm is job.status, (frm, job.status)
+        if not job_store.apply_transition(s, job.id, job.version, frm, to, reason, now, **fields):
+            raise Stale(job.id)
+
+    @staticmethod
+    def _org_id(s: Any, job: Job) -> int:
+        org_id = job_store.job_org_id(s, job.id)
+        assert org_id is not None
+        return org_id

@@ -1,0 +1,1 @@
+"""Database layer: engine, ORM rows, the store (queries and converters), migrations."""

@@ -1,0 +1,243 @@
+"""ORM rows. Only the store (`suanli.db.store`) reads and writes them; services and the API
+work with domain dataclasses and schemas, joined to these rows by named converters.
+
+Invariants:
+- The schema is created and changed only by Alembic migrations (`suanli/db/migrations`);
+  `tests/integration/test_migrations.py` checks that the migrations produce these models.
+- Timestamps are timezone-aware UTC (`UTCDateTime`), on SQLite as on PostgreSQL.
+- Money is integer fen (`BigInteger`), never float.
+- `device_claims` has one row per (server, device) in use: its primary key is what makes a
+  double allocation impossible even if two schedulers raced.
+- `jobs.version` guards every update of a job (0 rows updated = stale, never overwritten).
+- Ledger rows are only ever inserted; a transaction's entries sum to zero and its `key` is
+  unique, so replaying a charge is a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, whatever the backend keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    shares: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OrgRow(Base):
+    __tablename__ = "orgs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id"))
+    # university, research-institute, enterprise, sme, startup
+    kind: Mapped[str] = mapped_column(String(32))
+    # applied, verified, suspended
+    status: Mapped[str] = mapped_column(String(16), default="verified")
+    shares: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
+    name: Mapped[str] = mapped_column(String(64))
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    # None for center admins and service accounts (agents, scheduler).
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"), nullable=True)
+    # member, org-admin, center-admin, agent
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TokenRow(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # sha256 of the secret; the secret itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    name: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AcceleratorTypeRow(Base):
+    __tablename__ = "accelerator_types"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(16))  # nvidia | ascend
+    # Billing units per device-second (fair-share usage weight); exact decimal.
+    billing_weight: Mapped[Decimal] = mapped_column(Numeric(12, 4), default=Decimal(1))
+    description: Mapped[str] = mapped_column(String(200), default="")
+
+
+class PriceRow(Base):
+    __tablename__ = "prices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    accelerator_type: Mapped[str] = mapped_column(ForeignKey("accelerator_types.name"))
+    fen_per_device_hour: Mapped[int] = mapped_column(BigInteger)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The server's name; also its Ray node label `suanli.io/node`.
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    accelerator_type: Mapped[str] = mapped_column(ForeignKey("accelerator_types.name"))
+    device_count: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(BigInteger)
+    # READY, NOT_READY, DRAINED
+    status: Mapped[str] = mapped_column(String(16), default="READY")
+    devices: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    agent_version: Mapped[str] = mapped_column(String(32), default="")
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_org_status", "org_id", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # Resources asked.
+    accelerator_types: Mapped[list[str]] = mapped_column(JSON)
+    devices_per_node: Mapped[int] = mapped_column(Integer)
+    node_count: Mapped[int] = mapped_column(Integer)
+    cpus_per_node: Mapped[int] = mapped_column(Integer)
+    memory_mb_per_node: Mapped[int] = mapped_column(BigInteger)
+    time_limit_s: Mapped[int] = mapped_column(Integer)
+    grace_s: Mapped[float] = mapped_column(Float)
+    command: Mapped[str] = mapped_column(Text)
+    working_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Outcome.
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    accelerator_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Fixed when the job is scheduled; what the job is billed at.
+    price_fen_per_device_hour: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cost_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Why the job is where it is (pending reason, failure cause); also in its last event.
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # When STARTING began (for the starting timeout).
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class JobPlacementRow(Base):
+    """Where a job ran (kept after it ends; the live allocation is `device_claims`)."""
+
+    __tablename__ = "job_placements"
+    __table_args__ = (UniqueConstraint("job_id", "rank"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    devices: Mapped[list[int]] = mapped_column(JSON)
+
+
+class DeviceClaimRow(Base):
+    __tablename__ = "device_claims"
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
+    device_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+
+
+class JobEventRow(Base):
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class LedgerTxnRow(Base):
+    __tablename__ = "ledger_transactions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Idempotency key, e.g. "charge:job:42" or "topup:<uuid>".
+    key: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # charge, topup
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"), nullable=True, index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
+    memo: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerEntryRow(Base):
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    # "org:<id>:cash", "center:revenue", "center:topups"
+    account: Mapped[str] = mapped_column(String(64), index=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)  # signed; a txn's entries sum to 0

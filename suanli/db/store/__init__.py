@@ -1,0 +1,1 @@
+"""The store: every query, and the converters between ORM rows and domain dataclasses."""

@@ -1,0 +1,307 @@
+"""Store: jobs, their events, placements and device claims; the scheduler's snapshot.
+
+Invariants:
+- A job's status changes only in `apply_transition`, which validates the edge with
+  `scheduler.states.transition`, updates with a version guard (0 rows = stale, returns False)
+  and writes the event with its reason, all in the caller's transaction.
+- Device claims exist exactly while a job is STARTING, RUNNING or CANCELLING: `claim` adds
+  them with the PENDING→STARTING change and `release` drops them with the change that leaves
+  those statuses. The (node, device) primary key refuses a second claim on a device.
+- Functions never commit: the caller's `with db.begin()` is the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from scheduler.states import transition
+from scheduler.types import (
+    ACTIVE,
+    Job,
+    JobRequest,
+    JobStatus,
+    JobSubmission,
+    NodeView,
+    Placement,
+    Resources,
+    Snapshot,
+    Start,
+)
+from suanli.db.models import (
+    DeviceClaimRow,
+    JobEventRow,
+    JobPlacementRow,
+    JobRow,
+    NodeRow,
+    OrgRow,
+    ProjectRow,
+    UserRow,
+)
+
+
+def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: JobSubmission, now: datetime) -> int:
+    r = sub.resources
+    row = JobRow(
+        name=sub.name,
+        org_id=org_id,
+        project_id=project_id,
+        user_id=user.id,
+        status=str(JobStatus.PENDING),
+        version=1,
+        accelerator_types=list(r.accelerator_types),
+        devices_per_node=r.devices_per_node,
+        node_count=r.nodes,
+        cpus_per_node=r.cpus_per_node,
+        memory_mb_per_node=r.memory_mb_per_node,
+        time_limit_s=sub.time_limit_s,
+        grace_s=sub.grace_s,
+        command=sub.command,
+        working_dir=sub.working_dir,
+        env=dict(sub.env),
+        submitted_at=now,
+        reason="submitted; waiting for the scheduler",
+    )
+    s.add(row)
+    s.flush()
+    s.add(JobEventRow(job_id=row.id, at=now, from_status=None, to_status=str(JobStatus.PENDING), reason=f"submitted by {user.name}"))
+    return row.id
+
+
+def apply_transition(
+    s: Session,
+    job_id: int,
+    expected_version: int,
+    from_status: JobStatus,
+    to_status: JobStatus,
+    reason: str,
+    now: datetime,
+    **fields: Any,
+) -> bool:
+    """Change one job's status if it is still at `expected_version`; write its event.
+    Returns False (and writes nothing) when the row moved on since it was read."""
+    t = transition(job_id, from_status, to_status, reason)
+    res = s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.version == expected_version, JobRow.status == str(from_status))
+        .values(status=str(to_status), version=expected_version + 1, reason=t.reason, **fields)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        return False
+    s.add(JobEventRow(job_id=job_id, at=now, from_status=str(from_status), to_status=str(to_status), reason=t.reason))
+    s.flush()
+    return True
+
+
+def claim(s: Session, job_id: int, start: Start, node_ids: dict[str, int]) -> None:
+    """Claim the devices of `start` for the job and record where it is placed."""
+    for rank, p in enumerate(start.placements):
+        node_id = node_ids[p.node]
+        s.add(JobPlacementRow(job_id=job_id, rank=rank, node_id=node_id, devices=list(p.devices)))
+        for d in p.devices:
+            s.add(DeviceClaimRow(node_id=node_id, device_index=d, job_id=job_id))
+    s.flush()
+
+
+def release(s: Session, job_id: int) -> None:
+    s.execute(delete(DeviceClaimRow).where(DeviceClaimRow.job_id == job_id))
+
+
+def clear_placements(s: Session, job_id: int) -> None:
+    """Forget where a requeued job was going to run."""
+    s.execute(delete(JobPlacementRow).where(JobPlacementRow.job_id == job_id))
+
+
+def set_pending_reason(s: Session, job_id: int, reason: str) -> None:
+    """Update why a pending job waits. Not a status change: no version bump, no event."""
+    s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status == str(JobStatus.PENDING), JobRow.reason != reason)
+        .values(reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+def _job_query():  # type: ignore[no-untyped-def]
+    return (
+        select(JobRow, OrgRow.name, ProjectRow.name, UserRow.name)
+        .join(OrgRow, OrgRow.id == JobRow.org_id)
+        .join(ProjectRow, ProjectRow.id == JobRow.project_id)
+        .join(UserRow, UserRow.id == JobRow.user_id)
+    )
+
+
+def _placements(s: Session, job_ids: Sequence[int]) -> dict[int, tuple[Placement, ...]]:
+    if not job_ids:
+        return {}
+    out: dict[int, list[Placement]] = defaultdict(list)
+    rows = s.execute(
+        select(JobPlacementRow.job_id, NodeRow.name, JobPlacementRow.devices)
+        .join(NodeRow, NodeRow.id == JobPlacementRow.node_id)
+        .where(JobPlacementRow.job_id.in_(job_ids))
+        .order_by(JobPlacementRow.job_id, JobPlacementRow.rank)
+    )
+    for job_id, node, devices in rows:
+        out[job_id].append(Placement(node, tuple(devices)))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def job_from_row(row: JobRow, org: str, project: str, user: str, placements: tuple[Placement, ...]) -> Job:
+    return Job(
+        id=row.id,
+        name=row.name,
+        org=org,
+        project=project,
+        user=user,
+        status=JobStatus(row.status),
+        resources=Resources(
+            accelerator_types=tuple(row.accelerator_types),
+            devices_per_node=row.devices_per_node,
+            nodes=row.node_count,
+            cpus_per_node=row.cpus_per_node,
+            memory_mb_per_node=row.memory_mb_per_node,
+        ),
+        time_limit_s=row.time_limit_s,
+        grace_s=row.grace_s,
+        command=row.command,
+        working_dir=row.working_dir,
+        env=dict(row.env or {}),
+        submitted_at=row.submitted_at,
+        version=row.version,
+        reason=row.reason,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        exit_code=row.exit_code,
+        accelerator_type=row.accelerator_type,
+        placements=placements,
+        price_fen_per_device_hour=row.price_fen_per_device_hour,
+        cost_fen=row.cost_fen,
+    )
+
+
+def _jobs(s: Session, stmt) -> list[Job]:  # type: ignore[no-untyped-def]
+    rows = s.execute(stmt).all()
+    placements = _placements(s, [r[0].id for r in rows])
+    return [job_from_row(r[0], r[1], r[2], r[3], placements.get(r[0].id, ())) for r in rows]
+
+
+def get_job(s: Session, job_id: int) -> Job | None:
+    jobs = _jobs(s, _job_query().where(JobRow.id == job_id))
+    return jobs[0] if jobs else None
+
+
+def job_org_id(s: Session, job_id: int) -> int | None:
+    return s.scalar(select(JobRow.org_id).where(JobRow.id == job_id))
+
+
+def list_jobs(
+    s: Session,
+    org_id: int | None,
+    statuses: Sequence[JobStatus] = (),
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[Job]:
+    """Newest first. `org_id=None` lists every org (center admins)."""
+    q = _job_query()
+    if org_id is not None:
+        q = q.where(JobRow.org_id == org_id)
+    if statuses:
+        q = q.where(JobRow.status.in_([str(x) for x in statuses]))
+    if before_id is not None:
+        q = q.where(JobRow.id < before_id)
+    return _jobs(s, q.order_by(JobRow.id.desc()).limit(limit))
+
+
+def jobs_in(s: Session, statuses: Sequence[JobStatus]) -> list[Job]:
+    return _jobs(s, _job_query().where(JobRow.status.in_([str(x) for x in statuses])).order_by(JobRow.id))
+
+
+def scheduled_at(s: Session, job_ids: Sequence[int]) -> dict[int, datetime | None]:
+    if not job_ids:
+        return {}
+    return dict(s.execute(select(JobRow.id, JobRow.scheduled_at).where(JobRow.id.in_(job_ids))).tuples().all())
+
+
+def events(s: Session, job_id: int) -> list[JobEventRow]:
+    return list(s.scalars(select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)))
+
+
+def count_by_status(s: Session) -> dict[str, int]:
+    return dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).tuples().all())
+
+
+# ---------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A snapshot plus what applying decisions needs and the policy does not."""
+
+    snapshot: Snapshot
+    versions: dict[int, int]  # pending job id -> version (guards PENDING -> STARTING)
+    reasons: dict[int, str]  # pending job id -> current reason (only changes are written)
+    node_ids: dict[str, int]
+
+
+def load_snapshot(s: Session) -> Loaded:
+    """What the policy needs, read in one short session."""
+    nodes = list(s.scalars(select(NodeRow).order_by(NodeRow.name)))
+    claimed: dict[int, set[int]] = defaultdict(set)
+    for node_id, dev in s.execute(select(DeviceClaimRow.node_id, DeviceClaimRow.device_index)):
+        claimed[node_id].add(dev)
+    used_cpu: dict[int, int] = defaultdict(int)
+    used_mem: dict[int, int] = defaultdict(int)
+    active = [str(x) for x in ACTIVE]
+    for node_id, cpus, mem in s.execute(
+        select(JobPlacementRow.node_id, JobRow.cpus_per_node, JobRow.memory_mb_per_node)
+        .join(JobRow, JobRow.id == JobPlacementRow.job_id)
+        .where(JobRow.status.in_(active))
+    ):
+        used_cpu[node_id] += cpus
+        used_mem[node_id] += mem
+    views = tuple(
+        NodeView(
+            name=n.name,
+            accelerator_type=n.accelerator_type,
+            device_count=n.device_count,
+            free_devices=tuple(i for i in range(n.device_count) if i not in claimed[n.id]),
+            free_cpus=n.cpus - used_cpu[n.id],
+            free_memory_mb=n.memory_mb - used_mem[n.id],
+            schedulable=n.status == "READY",
+        )
+        for n in nodes
+    )
+    pending_rows = s.execute(
+        select(JobRow, OrgRow.name)
+        .join(OrgRow, OrgRow.id == JobRow.org_id)
+        .where(JobRow.status == str(JobStatus.PENDING))
+        .order_by(JobRow.submitted_at, JobRow.id)
+    ).all()
+    pending = tuple(
+        JobRequest(
+            id=row.id,
+            org=org,
+            resources=Resources(
+                tuple(row.accelerator_types), row.devices_per_node, row.node_count, row.cpus_per_node, row.memory_mb_per_node
+            ),
+            submitted_at=row.submitted_at.timestamp(),
+            time_limit_s=row.time_limit_s,
+        )
+        for row, org in pending_rows
+    )
+    return Loaded(
+        Snapshot(views, pending),
+        versions={row.id: row.version for row, _ in pending_rows},
+        reasons={row.id: row.reason for row, _ in pending_rows},
+        node_ids={n.name: n.id for n in nodes},
+    )

@@ -1,0 +1,131 @@
+"""Store: pools, orgs, projects, users, tokens, accelerator types and prices.
+
+Invariants: functions take an open session and never commit (the caller owns the unit of
+work); lookups by name return None when absent; converters are the only row→domain path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from quota.types import Price
+from suanli.db.models import (
+    AcceleratorTypeRow,
+    OrgRow,
+    PoolRow,
+    PriceRow,
+    ProjectRow,
+    TokenRow,
+    UserRow,
+)
+from suanli.identity import Principal, Role, hash_token
+from scheduler.types import Vendor
+
+
+def get_or_create_pool(s: Session, name: str, shares: int = 1) -> PoolRow:
+    row = s.scalar(select(PoolRow).where(PoolRow.name == name))
+    if row is None:
+        row = PoolRow(name=name, shares=shares)
+        s.add(row)
+        s.flush()
+    return row
+
+
+def get_org(s: Session, name: str) -> OrgRow | None:
+    return s.scalar(select(OrgRow).where(OrgRow.name == name))
+
+
+def create_org(s: Session, name: str, pool: str, kind: str, now: datetime) -> OrgRow:
+    row = OrgRow(name=name, pool_id=get_or_create_pool(s, pool).id, kind=kind, status="verified", shares=1, created_at=now)
+    s.add(row)
+    s.flush()
+    s.add(ProjectRow(org_id=row.id, name="default"))
+    s.flush()
+    return row
+
+
+def get_project(s: Session, org_id: int, name: str) -> ProjectRow | None:
+    return s.scalar(select(ProjectRow).where(ProjectRow.org_id == org_id, ProjectRow.name == name))
+
+
+def create_project(s: Session, org_id: int, name: str) -> ProjectRow:
+    row = ProjectRow(org_id=org_id, name=name)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get_user(s: Session, name: str) -> UserRow | None:
+    return s.scalar(select(UserRow).where(UserRow.name == name))
+
+
+def create_user(s: Session, name: str, role: Role, org_id: int | None, now: datetime) -> UserRow:
+    row = UserRow(name=name, role=str(role), org_id=org_id, created_at=now)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def add_token(s: Session, user_id: int, token: str, now: datetime, name: str = "") -> TokenRow:
+    row = TokenRow(user_id=user_id, token_hash=hash_token(token), prefix=token[:8], name=name, created_at=now)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def principal_for_token(s: Session, token: str, now: datetime) -> Principal | None:
+    """The principal owning a live (unrevoked, unexpired) token, or None."""
+    row = s.execute(
+        select(UserRow, OrgRow.name, TokenRow.expires_at, TokenRow.revoked_at)
+        .join(TokenRow, TokenRow.user_id == UserRow.id)
+        .outerjoin(OrgRow, OrgRow.id == UserRow.org_id)
+        .where(TokenRow.token_hash == hash_token(token))
+    ).first()
+    if row is None:
+        return None
+    user, org_name, expires_at, revoked_at = row
+    if revoked_at is not None or (expires_at is not None and expires_at <= now):
+        return None
+    return principal_from_row(user, org_name)
+
+
+def principal_from_row(user: UserRow, org_name: str | None) -> Principal:
+    return Principal(user.id, user.name, Role(user.role), user.org_id, org_name)
+
+
+def ensure_accelerator_type(s: Session, name: str, vendor: Vendor, description: str = "") -> AcceleratorTypeRow:
+    row = s.get(AcceleratorTypeRow, name)
+    if row is None:
+        row = AcceleratorTypeRow(name=name, vendor=str(vendor), description=description)
+        s.add(row)
+        s.flush()
+    return row
+
+
+def accelerator_vendors(s: Session) -> dict[str, Vendor]:
+    return {r.name: Vendor(r.vendor) for r in s.scalars(select(AcceleratorTypeRow))}
+
+
+def set_price(s: Session, accelerator_type: str, fen_per_device_hour: int, effective_from: datetime) -> PriceRow:
+    row = PriceRow(accelerator_type=accelerator_type, fen_per_device_hour=fen_per_device_hour, effective_from=effective_from)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def current_price(s: Session, accelerator_type: str, at: datetime) -> Price | None:
+    """The price in effect at `at`: the latest one whose effective time has come."""
+    row = s.scalar(
+        select(PriceRow)
+        .where(PriceRow.accelerator_type == accelerator_type, PriceRow.effective_from <= at)
+        .order_by(PriceRow.effective_from.desc(), PriceRow.id.desc())
+        .limit(1)
+    )
+    return price_from_row(row) if row else None
+
+
+def price_from_row(row: PriceRow) -> Price:
+    return Price(row.accelerator_type, row.fen_per_device_hour, row.effective_from)

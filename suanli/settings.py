@@ -1,0 +1,66 @@
+"""Typed settings for every suanli process.
+
+Invariants:
+- Settings are read only when `Settings()` is constructed (never at import time), from
+  environment variables prefixed `SUANLI_` (e.g. `SUANLI_DATABASE_URL`) and keyword arguments.
+- Every field has a safe embedded default, so `suanli up` works on a fresh checkout.
+- Derived paths (`log_dir`, the default SQLite file) live under `data_dir`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUANLI_", extra="ignore")
+
+    # Where the embedded database, job folders (logs) and demo tokens are kept.
+    data_dir: Path = Path(".suanli")
+    # SQLAlchemy URL. Empty means the embedded SQLite file `<data_dir>/suanli.db` (WAL mode).
+    # Production: postgresql+psycopg://user@host:5432/suanli
+    database_url: str = ""
+
+    # API service.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Largest accepted request body (bytes); bigger bodies get 413 before parsing.
+    max_body_bytes: int = 1_048_576
+
+    # Scheduler loop.
+    # Seconds between scheduling cycles (snapshot -> decide -> apply -> reconcile).
+    scheduler_interval_s: float = 1.0
+    # Seconds a job may stay STARTING (runner not yet confirmed by Ray) before it is requeued.
+    starting_timeout_s: float = 120.0
+    # Default seconds between the stop signal (SIGTERM) and SIGKILL on cancel and time limit.
+    default_grace_s: float = Field(default=10.0, ge=0)
+    # Ray address the scheduler connects to ("auto" finds a local cluster).
+    ray_address: str = "auto"
+    # Ray namespace where runner actors are registered by name (`suanli-job-<id>`).
+    ray_namespace: str = "suanli"
+
+    # Job limits.
+    # Time limit applied when a spec gives none, and the longest accepted.
+    default_time_limit_s: int = 3600
+    max_time_limit_s: int = 14 * 24 * 3600
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-job folders: `<jobs_dir>/<job id>/rank-0.log` (stdout+stderr, served by the API)
+        and the default working directory. On a multi-server center this is a shared
+        filesystem mounted at the same path on every server and on the API."""
+        return self.data_dir / "jobs"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'suanli.db').resolve()}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
