@@ -114,10 +114,11 @@ def cancel(db: Database, who: Principal, job_id: int) -> Job:
             return job
         to = JobStatus.CANCELLED if job.status is JobStatus.PENDING else JobStatus.CANCELLING
         now = utcnow()
+        extra = {"ended_at": now} if to is JobStatus.CANCELLED else {}
         with db.begin() as s:
-            extra = {"ended_at": now} if to is JobStatus.CANCELLED else {}
-            if job_store.apply_transition(s, job_id, job.version, job.status, to, f"cancelled by {who.user}", now, **extra):
-                return get(db, who, job_id)
+            done = job_store.apply_transition(s, job_id, job.version, job.status, to, f"cancelled by {who.user}", now, **extra)
+        if done:
+            return get(db, who, job_id)
     raise conflict("busy", f"job {job_id} kept changing; try again")
 
 

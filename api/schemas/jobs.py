@@ -36,7 +36,7 @@ class ResourcesIn(BaseModel):
     devices_per_node: int = Field(1, ge=1, le=64, description="Devices on each server")
     nodes: int = Field(1, ge=1, le=256, description="Servers (all start together, or none)")
     cpus_per_node: int = Field(4, ge=1, le=1024)
-    memory_per_node: str | int = Field("16Gi", description="MiB as a number, or '512Mi', '16Gi', …")
+    memory_per_node: str | int = Field("16Gi", validate_default=True, description="MiB as a number, or '512Mi', '16Gi', …")
 
     @field_validator("accelerator")
     @classmethod

@@ -11,6 +11,9 @@ Invariants:
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -49,13 +52,25 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._local = threading.local()
 
     def session(self) -> Session:
         return self._sessions()
 
-    def begin(self):  # type: ignore[no-untyped-def]
-        """`with db.begin() as s:` commits on success, rolls back on error."""
-        return self._sessions.begin()
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """`with db.begin() as s:` commits on success, rolls back on error.
+
+        Nesting is refused: on SQLite a second `BEGIN IMMEDIATE` from the same thread would
+        wait for the first one forever (until the busy timeout)."""
+        if getattr(self._local, "open", False):
+            raise RuntimeError("nested db.begin() in one thread: finish the outer unit of work first")
+        self._local.open = True
+        try:
+            with self._sessions.begin() as s:
+                yield s
+        finally:
+            self._local.open = False
 
     def dispose(self) -> None:
         self.engine.dispose()

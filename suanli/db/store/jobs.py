@@ -229,7 +229,7 @@ def jobs_in(s: Session, statuses: Sequence[JobStatus]) -> list[Job]:
 def scheduled_at(s: Session, job_ids: Sequence[int]) -> dict[int, datetime | None]:
     if not job_ids:
         return {}
-    return dict(s.execute(select(JobRow.id, JobRow.scheduled_at).where(JobRow.id.in_(job_ids))).tuples().all())
+    return dict(s.execute(select(JobRow.id, JobRow.scheduled_at).where(JobRow.id.in_(job_ids))).all())
 
 
 def events(s: Session, job_id: int) -> list[JobEventRow]:
@@ -237,7 +237,7 @@ def events(s: Session, job_id: int) -> list[JobEventRow]:
 
 
 def count_by_status(s: Session) -> dict[str, int]:
-    return dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).tuples().all())
+    return dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
 
 
 # ---------------------------------------------------------------------------- snapshot

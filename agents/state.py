@@ -1,0 +1,70 @@
+"""What the agent's threads share: the last device sample, the scheduler's allocation and
+the heartbeat's record.
+
+Three threads meet here: the sampler writes samples, the heartbeat writes the allocation
+and its own success/failure, and scrapes (HTTP server threads) read everything.
+
+Invariants:
+- One lock guards everything; readers get copies (tuples, new dicts), never live objects,
+  so a scrape sees one consistent moment and never blocks on a driver call.
+- The allocation maps device index -> job id for busy devices only.
+- `heartbeat_failures` only grows; `last_heartbeat_at` (epoch seconds) is the time of the
+  last heartbeat the API accepted, None before the first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from agents.devices.base import DeviceSample
+
+
+class AgentState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: tuple[DeviceSample, ...] = ()
+        self._sampled_at: float | None = None
+        self._jobs: dict[int, int] = {}
+        self._failures = 0
+        self._last_ok: float | None = None
+
+    def set_samples(self, samples: list[DeviceSample] | tuple[DeviceSample, ...], at: float) -> None:
+        with self._lock:
+            self._samples = tuple(samples)
+            self._sampled_at = at
+
+    def samples(self) -> tuple[DeviceSample, ...]:
+        with self._lock:
+            return self._samples
+
+    @property
+    def sampled_at(self) -> float | None:
+        with self._lock:
+            return self._sampled_at
+
+    def set_jobs(self, jobs: Mapping[int, int | None]) -> None:
+        with self._lock:
+            self._jobs = {i: j for i, j in jobs.items() if j is not None}
+
+    def jobs(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._jobs)
+
+    def heartbeat_ok(self, at: float) -> None:
+        with self._lock:
+            self._last_ok = at
+
+    def heartbeat_failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+
+    @property
+    def heartbeat_failures(self) -> int:
+        with self._lock:
+            return self._failures
+
+    @property
+    def last_heartbeat_at(self) -> float | None:
+        with self._lock:
+            return self._last_ok

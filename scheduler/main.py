@@ -1,0 +1,28 @@
+"""The scheduler process (`suanli scheduler`): connect to the database and Ray, then cycle
+until SIGTERM/SIGINT. One process per center for now (leader election comes later)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from scheduler.launcher import RayLauncher
+from scheduler.loop import LoopConfig, SchedulerLoop
+from suanli.db.engine import Database
+from suanli.settings import Settings
+
+log = logging.getLogger("suanli.scheduler")
+
+
+def run(settings: Settings) -> None:
+    db = Database(settings.effective_database_url)
+    launcher = RayLauncher(settings.ray_address, settings.ray_namespace)
+    loop = SchedulerLoop(db, launcher, LoopConfig(settings.jobs_dir, settings.starting_timeout_s))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("scheduler running: database %s, ray %s, every %.1fs",
+             settings.effective_database_url.split("@")[-1], settings.ray_address, settings.scheduler_interval_s)
+    loop.run(stop, settings.scheduler_interval_s)
+    log.info("scheduler stopped")

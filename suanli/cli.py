@@ -1,0 +1,294 @@
+"""`suanli`: the command line for researchers and operators.
+
+Exit codes (stable, for scripts): 0 ok; 1 the job ended unsuccessfully (`--wait`) or an
+unexpected error; 2 bad input (the message names the field); 3 not signed in or not
+allowed; 4 not found; 5 conflict with the current state; 6 the API cannot be reached.
+Every listing command takes `--json` (machine-readable, nothing else on stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from suanli.client import TERMINAL, ApiError, ApiUnreachable, Client
+
+app = typer.Typer(help="suanli (算力): submit and follow jobs on a public AI compute center.", no_args_is_help=True,
+                  add_completion=True, pretty_exceptions_enable=False)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_BY_STATUS = {400: 2, 401: 3, 403: 3, 404: 4, 409: 5, 413: 2, 422: 2}
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+
+
+def fail(message: str, code: int, fields: list[dict[str, str]] | None = None) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    for f in fields or []:
+        err.print(f"  {f.get('field')}: {f.get('message')}", markup=False)
+    raise typer.Exit(code)
+
+
+def client() -> Client:
+    return Client.from_config()
+
+
+def call(fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except ApiError as e:
+        fail(f"{e.detail} [{e.code}]", EXIT_BY_STATUS.get(e.status, 1), e.errors)
+    except ApiUnreachable as e:
+        fail(f"{e}. Is the center running (`make demo`)? Set SUANLI_SERVER or edit ~/.config/suanli/config.toml.", 6)
+
+
+def fen(amount: int | None) -> str:
+    if amount is None:
+        return "-"
+    sign = "-" if amount < 0 else ""
+    return f"{sign}¥{abs(amount) // 100:,}.{abs(amount) % 100:02d}"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """Read a YAML job spec and make `working_dir` absolute: relative paths are taken from the
+    spec file's folder; with none given, the folder `suanli submit` runs in (as sbatch does)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        fail(f"cannot read {path}: {e.strerror}", 2)
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        fail(f"{path} is not valid YAML: {e}", 2)
+    if not isinstance(spec, dict):
+        fail(f"{path} must hold a mapping of job fields (name, resources, command, …)", 2)
+    wd = spec.get("working_dir")
+    if wd is None:
+        spec["working_dir"] = str(Path.cwd())
+    elif isinstance(wd, str) and not wd.startswith("/"):
+        spec["working_dir"] = str((path.parent / wd).resolve())
+    return spec
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="Job spec (YAML)")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends; exit 0 only if it succeeded")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's log until it ends")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a job spec."""
+    c = client()
+    job = call(c.submit, load_spec(file))
+    if not as_json:
+        out.print(f"submitted job {job['id']} ({job['name']}): {job['status']}")
+    if follow:
+        _follow(c, job["id"], quiet=as_json)
+    if wait or follow:
+        job = _wait(c, job["id"], quiet=as_json)
+    if as_json:
+        print_json(job)
+    if (wait or follow) and job["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+def _wait(c: Client, job_id: int, quiet: bool) -> dict[str, Any]:
+    last = None
+    while True:
+        job = call(c.job, job_id)
+        if not quiet and (job["status"], job["reason"]) != last:
+            out.print(f"job {job_id}: {job['status']} — {job['reason']}", markup=False)
+            last = (job["status"], job["reason"])
+        if job["status"] in TERMINAL:
+            if not quiet:
+                out.print(f"job {job_id} ended {job['status']}, exit code {job['exit_code']}, cost {fen(job['cost_fen'])}")
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.5)
+
+
+def _follow(c: Client, job_id: int, quiet: bool = False) -> None:
+    offset = 0
+    while True:
+        data, offset, status = call(c.logs, job_id, offset)
+        if data and not quiet:
+            sys.stdout.write(data.decode(errors="replace"))
+            sys.stdout.flush()
+        if not data and status in TERMINAL:
+            return
+        if not data:
+            time.sleep(0.5)
+
+
+STATUS_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "TIMEOUT": "red", "CANCELLED": "yellow", "RUNNING": "cyan"}
+
+
+@app.command()
+def jobs(
+    status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable)")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List your org's jobs."""
+    data = call(client().jobs, [s.upper() for s in status] if status else None, limit)
+    if as_json:
+        print_json(data["jobs"])
+        return
+    t = Table("ID", "NAME", "USER", "STATUS", "TYPE", "DEVICES", "SUBMITTED", "COST", "REASON")
+    for j in data["jobs"]:
+        r = j["resources"]
+        t.add_row(
+            str(j["id"]), j["name"], j["user"], f"[{STATUS_STYLE.get(j['status'], 'white')}]{j['status']}[/]",
+            j["accelerator_type"] or "|".join(r["accelerator_types"]),
+            f"{r['nodes']}x{r['devices_per_node']}", j["submitted_at"][:19].replace("T", " "), fen(j["cost_fen"]),
+            j["reason"][:60],
+        )
+    out.print(t)
+
+
+@app.command()
+def describe(job_id: int, as_json: JsonOpt = False) -> None:
+    """Everything about one job: status and why, placement, cost, events."""
+    c = client()
+    job = call(c.job, job_id)
+    events = call(c.events, job_id)
+    if as_json:
+        print_json({**job, "events": events})
+        return
+    r = job["resources"]
+    rows = [
+        ("Job", f"{job['id']} {job['name']}"),
+        ("Org / project / user", f"{job['org']} / {job['project']} / {job['user']}"),
+        ("Status", job["status"]),
+        ("Reason", job["reason"]),
+        ("Asked", f"{r['nodes']} node(s) x {r['devices_per_node']} {'|'.join(r['accelerator_types'])}, "
+                  f"{r['cpus_per_node']} CPUs, {r['memory_mb_per_node']} MiB per node"),
+        ("Time limit", f"{job['time_limit_s']}s (grace {job['grace_s']}s)"),
+        ("Command", job["command"]),
+        ("Working dir", job["working_dir"] or "(job folder)"),
+        ("Placement", ", ".join(f"{p['node']}[{','.join(map(str, p['devices']))}]" for p in job["placements"]) or "-"),
+        ("Submitted / started / ended", f"{job['submitted_at']} / {job['started_at'] or '-'} / {job['ended_at'] or '-'}"),
+        ("Exit code", str(job["exit_code"]) if job["exit_code"] is not None else "-"),
+        ("Price", f"{fen(job['price_fen_per_device_hour'])} per device-hour" if job["price_fen_per_device_hour"] is not None else "-"),
+        ("Cost", fen(job["cost_fen"])),
+    ]
+    for k, v in rows:
+        out.print(f"[bold]{k + ':':<30}[/] {v}", soft_wrap=True)
+    out.print("[bold]Events:[/]")
+    for e in events:
+        out.print(f"  {e['at'][:23].replace('T', ' ')}  {e['from_status'] or '-':>10} → {e['to_status'] or '-':<10} {e['reason']}",
+                  markup=False, soft_wrap=True)
+
+
+@app.command()
+def logs(
+    job_id: int,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
+) -> None:
+    """Print a job's output (stdout and stderr)."""
+    c = client()
+    if follow:
+        _follow(c, job_id)
+        return
+    offset = 0
+    while True:
+        data, offset, _ = call(c.logs, job_id, offset)
+        if not data:
+            return
+        sys.stdout.write(data.decode(errors="replace"))
+
+
+@app.command()
+def cancel(job_id: int, as_json: JsonOpt = False) -> None:
+    """Cancel a job (a running one gets SIGTERM, then SIGKILL after its grace period)."""
+    job = call(client().cancel, job_id)
+    if as_json:
+        print_json(job)
+    else:
+        out.print(f"job {job_id}: {job['status']} — {job['reason']}", markup=False)
+
+
+@app.command()
+def balance(
+    org: Annotated[str | None, typer.Option(help="Center admins: whose balance")] = None,
+    recent: Annotated[int, typer.Option(help="How many recent transactions")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your org's prepaid balance and latest charges."""
+    data = call(client().balance, org, recent)
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"[bold]{data['org']}[/]: balance {fen(data['balance_fen'])}")
+    t = Table("WHEN", "KIND", "JOB", "AMOUNT", "MEMO")
+    for x in data["recent"]:
+        t.add_row((x["at"] or "")[:19].replace("T", " "), x["kind"], str(x["job_id"] or ""), fen(x["amount_fen"]), x["memo"])
+    out.print(t)
+
+
+@app.command()
+def nodes(as_json: JsonOpt = False) -> None:
+    """The center's servers and their free devices."""
+    data = call(client().nodes)
+    if as_json:
+        print_json(data)
+        return
+    t = Table("NODE", "TYPE", "STATUS", "FREE", "JOBS", "LAST HEARTBEAT")
+    for n in data:
+        jobs_on = sorted({d["job_id"] for d in n["devices"] if d["job_id"]})
+        t.add_row(n["name"], n["accelerator_type"], n["status"], f"{n['devices_free']}/{n['device_count']}",
+                  ",".join(map(str, jobs_on)), (n["last_heartbeat_at"] or "-")[:19].replace("T", " "))
+    out.print(t)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="Database, job logs and demo tokens")] = Path(".suanli"),
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    cluster: Annotated[Path | None, typer.Option(help="Servers to simulate (YAML); default: 2x A100 + 1x 910B")] = None,
+    agent_port: Annotated[int, typer.Option(help="First agent /metrics port")] = 9401,
+) -> None:
+    """Start the whole center on this machine (database, Ray, API, scheduler, agents)."""
+    from suanli.up import UpError, run_up
+
+    try:
+        raise typer.Exit(run_up(data_dir, port, cluster, agent_port))
+    except UpError as e:
+        fail(str(e), 1)
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the scheduling loop (settings from SUANLI_* variables)."""
+    import logging
+
+    from scheduler.main import run
+    from suanli.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(Settings())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

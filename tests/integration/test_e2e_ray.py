@@ -1,0 +1,164 @@
+"""End to end on a real local Ray cluster: submit over HTTP → the scheduler loop (thread) →
+a runner actor pinned to the chosen server and devices → the process → status, logs, bill.
+
+The cluster is `suanli.localray` (one Ray node per simulated server, real raylets); the
+only thing simulated is the accelerator hardware itself (no physical GPU/NPU here).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quota.ledger import cost_fen, duration_ms
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
+
+
+def submit(rc, member, **over: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    spec: dict[str, Any] = {"name": "t", "resources": {"accelerator": "nvidia-a100-80g", "cpus_per_node": 1,
+                                                      "memory_per_node": "1Gi"}, "command": "true", "time_limit": 120}
+    spec.update(over)
+    r = rc.client.post("/v1/jobs", json=spec, headers=rc.headers(member.token))
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def wait_for(rc, member, job_id: int, statuses: set[str], timeout: float = 60) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = rc.client.get(f"/v1/jobs/{job_id}", headers=rc.headers(member.token)).json()
+        if job["status"] in statuses:
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} is {job['status']} ({job['reason']}), wanted {statuses}")
+
+
+def logs(rc, member, job_id: int) -> str:  # type: ignore[no-untyped-def]
+    return rc.client.get(f"/v1/jobs/{job_id}/logs", headers=rc.headers(member.token)).text  # type: ignore[no-any-return]
+
+
+def wait_log(rc, member, job_id: int, pattern: str, timeout: float = 60) -> re.Match[str]:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = re.search(pattern, logs(rc, member, job_id))
+        if m:
+            return m
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} not in log of job {job_id}: {logs(rc, member, job_id)!r}")
+
+
+def balance(rc, member) -> int:  # type: ignore[no-untyped-def]
+    return rc.client.get("/v1/balance", headers=rc.headers(member.token)).json()["balance_fen"]  # type: ignore[no-any-return]
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_training_job_succeeds_with_logs_and_exact_charge(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: the example job runs to SUCCEEDED on the devices the scheduler chose; its
+    log holds the training output; the org is charged exactly devices × ms × price (half-up),
+    once, and the balance drops by that amount."""
+    m = ray_center.new_org()
+    before = balance(ray_center, m)
+    job = submit(ray_center, m, name="train", command="python train_numpy.py --epochs 20",
+                 working_dir=str(REPO / "examples"), resources={"accelerator": "nvidia-a100-80g", "devices_per_node": 2,
+                                                               "cpus_per_node": 1, "memory_per_node": "1Gi"})
+    job = wait_for(ray_center, m, job["id"], TERMINAL, timeout=120)
+    assert job["status"] == "SUCCEEDED", (job["reason"], logs(ray_center, m, job["id"]))
+    assert job["exit_code"] == 0
+    text = logs(ray_center, m, job["id"])
+    assert re.search(r"epoch\s+20/20 loss [0-9.]+ train_acc [0-9.]+ test_acc [0-9.]+", text)
+    p = job["placements"][0]
+    assert f"devices {','.join(map(str, p['devices']))}" in text  # CUDA_VISIBLE_DEVICES = the assignment
+    assert len(p["devices"]) == 2
+    started, ended = datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["ended_at"])
+    expected = cost_fen(2, duration_ms(started, ended), job["price_fen_per_device_hour"])
+    assert job["price_fen_per_device_hour"] == 1200
+    assert job["cost_fen"] == expected
+    assert balance(ray_center, m) == before - expected
+    charges = [t for t in ray_center.client.get("/v1/balance", headers=ray_center.headers(m.token)).json()["recent"]
+               if t["kind"] == "charge"]
+    assert [(t["job_id"], t["amount_fen"]) for t in charges] == [(job["id"], -expected)]
+    events = ray_center.client.get(f"/v1/jobs/{job['id']}/events", headers=ray_center.headers(m.token)).json()
+    assert [e["to_status"] for e in events] == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+
+
+def test_cancel_running_job_kills_its_process(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: cancelling a running job ends it CANCELLED, its process (and children)
+    are gone, its devices are free again, and it is billed for the time it ran."""
+    m = ray_center.new_org()
+    job = submit(ray_center, m, command="sleep 600 & echo pid=$$ child=$!; wait")
+    wait_for(ray_center, m, job["id"], {"RUNNING"})
+    found = wait_log(ray_center, m, job["id"], r"pid=(\d+) child=(\d+)")
+    pid, child = int(found.group(1)), int(found.group(2))
+    assert alive(pid) and alive(child)
+    r = ray_center.client.post(f"/v1/jobs/{job['id']}/cancel", headers=ray_center.headers(m.token))
+    assert r.status_code == 200 and r.json()["status"] in ("CANCELLING", "CANCELLED")
+    done = wait_for(ray_center, m, job["id"], TERMINAL)
+    assert done["status"] == "CANCELLED"
+    assert not alive(pid) and not alive(child)
+    assert done["cost_fen"] is not None and done["started_at"] is not None
+    nodes = ray_center.client.get("/v1/nodes", headers=ray_center.headers(m.token)).json()
+    assert all(d["job_id"] != job["id"] for n in nodes for d in n["devices"])
+
+
+def test_time_limit_ends_job_as_timeout(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariant: a job running past its time limit is stopped and ends TIMEOUT."""
+    m = ray_center.new_org()
+    job = submit(ray_center, m, command="sleep 600", time_limit=2, grace_period=1)
+    done = wait_for(ray_center, m, job["id"], TERMINAL)
+    assert done["status"] == "TIMEOUT", done["reason"]
+    elapsed = (datetime.fromisoformat(done["ended_at"]) - datetime.fromisoformat(done["started_at"])).total_seconds()
+    assert 1.5 < elapsed < 10
+
+
+def test_failing_command_ends_failed_with_its_exit_code(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariant: a command exiting 3 ends FAILED with exit code 3."""
+    m = ray_center.new_org()
+    job = submit(ray_center, m, command="echo about to fail; exit 3")
+    done = wait_for(ray_center, m, job["id"], TERMINAL)
+    assert (done["status"], done["exit_code"]) == ("FAILED", 3)
+    assert "about to fail" in logs(ray_center, m, job["id"])
+
+
+def test_ascend_job_sees_its_npus_and_gang_job_spans_servers(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: an Ascend job gets ASCEND_RT_VISIBLE_DEVICES (not CUDA's) set to its
+    assignment; a 2-server job starts one runner on each of two distinct servers."""
+    m = ray_center.new_org()
+    npu = submit(ray_center, m, resources={"accelerator": "ascend-910b", "devices_per_node": 3, "cpus_per_node": 1,
+                                           "memory_per_node": 512},
+                 command='echo "npus=$ASCEND_RT_VISIBLE_DEVICES cuda=${CUDA_VISIBLE_DEVICES-unset}"')
+    gang = submit(ray_center, m, resources={"accelerator": "nvidia-a100-80g", "devices_per_node": 1, "nodes": 2,
+                                            "cpus_per_node": 1, "memory_per_node": 512},
+                  command='echo "rank=$SUANLI_RANK node=$SUANLI_NODE"')
+    npu_done = wait_for(ray_center, m, npu["id"], TERMINAL)
+    assert npu_done["status"] == "SUCCEEDED"
+    devs = ",".join(map(str, npu_done["placements"][0]["devices"]))
+    assert f"npus={devs} cuda=unset" in logs(ray_center, m, npu["id"])
+    gang_done = wait_for(ray_center, m, gang["id"], TERMINAL)
+    assert gang_done["status"] == "SUCCEEDED"
+    assert len({p["node"] for p in gang_done["placements"]}) == 2
+
+
+def test_bad_working_dir_fails_with_a_reason(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariant: a working dir missing on the server ends the job FAILED, saying why, unbilled."""
+    m = ray_center.new_org()
+    job = submit(ray_center, m, working_dir="/nonexistent/suanli-test")
+    done = wait_for(ray_center, m, job["id"], TERMINAL)
+    assert done["status"] == "FAILED" and "does not exist" in done["reason"]
+    assert done["cost_fen"] is None
+    assert os.path.exists(ray_center.settings.jobs_dir / str(job["id"]))
