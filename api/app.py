@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routers import billing, jobs, nodes
 from api.schemas.common import Problem
+from api.schemas.jobs import JobSpecIn
 from api.validation import validation_error
 from scheduler.types import JobStatus
 from suanli import __version__
@@ -146,7 +147,26 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(jobs.router)
     app.include_router(nodes.router)
     app.include_router(billing.router)
+    _document_raw_bodies(app)
     return app
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Job submission reads its body itself (JSON or YAML), so FastAPI does not see the
+    schema; add `JobSpecIn` (and the models it uses) to the OpenAPI components."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = JobSpecIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["JobSpecIn"] = schema
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

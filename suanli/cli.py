@@ -255,6 +255,31 @@ def nodes(as_json: JsonOpt = False) -> None:
     out.print(t)
 
 
+# ---------------------------------------------------------------------------- benchmarks
+
+bench_app = typer.Typer(help="Benchmarks (speed is measured here, not in tests).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("scheduler")
+def bench_scheduler(
+    nodes: Annotated[int, typer.Option(help="Servers in the synthetic cluster")] = 1000,
+    devices_per_node: Annotated[int, typer.Option(help="Devices per server")] = 8,
+    pending: Annotated[int, typer.Option(help="Pending jobs")] = 10000,
+    repeat: Annotated[int, typer.Option(help="Best of this many runs")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time one full decide() over the pending jobs, on an empty and on a full cluster."""
+    from suanli.bench import bench_scheduler as run
+
+    result = run(nodes, devices_per_node, pending, repeat)
+    if as_json:
+        print_json(result)
+    else:
+        for k, v in result.items():
+            out.print(f"{k:<24} {v}")
+
+
 # ---------------------------------------------------------------------------- processes
 
 

@@ -1,0 +1,269 @@
+"""`suanli-agent`: the per-server agent, and the `ray start` flags for its server.
+
+    suanli-agent run --backend simulated --accelerator-type nvidia-a100-80g --devices 8
+    eval ray start --address=HEAD:6379 $(suanli-agent ray-args --accelerator-type nvidia-a100-80g)
+
+Invariants:
+- Settings come from flags, then `SUANLI_AGENT_*` environment variables, then defaults, read
+  when `main()` runs (never at import). The token is never a flag (it would show in `ps`):
+  `SUANLI_AGENT_TOKEN` or `--token-file`.
+- Exit codes: 0 after SIGTERM/SIGINT (stopped within about a second), 2 for a usage or
+  configuration problem, printed as one line on stderr.
+- `ray-args` and `suanli.localray` share `ray_node_args`, so a server's Ray node advertises
+  the same resources and labels in production as in the local demo cluster.
+- Backends: `simulated` works; `nvidia` and `ascend` are not implemented in this version;
+  `auto` finds no usable backend yet and says so (it never silently simulates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from scheduler.types import Vendor
+
+log = logging.getLogger("suanli.agent")
+
+NO_ACCELERATOR = "no accelerator found (NVML and npu-smi unavailable); use --backend simulated for development"
+
+
+class UsageError(Exception):
+    """A configuration problem: printed as one line, exit code 2."""
+
+
+def _host_memory_mb() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
+    except (ValueError, OSError, AttributeError):
+        return 1024
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--node", default=env("SUANLI_AGENT_NODE") or socket.gethostname(),
+                   help="node name, also its Ray label suanli.io/node (env SUANLI_AGENT_NODE; default: host name)")
+    p.add_argument("--backend", choices=["auto", "nvidia", "ascend", "simulated"], default=env("SUANLI_AGENT_BACKEND") or "auto",
+                   help="where device data comes from (env SUANLI_AGENT_BACKEND; default auto)")
+    p.add_argument("--accelerator-type", help="the center's name for this server's devices, e.g. nvidia-a100-80g")
+    p.add_argument("--vendor", choices=[v.value for v in Vendor],
+                   help="device vendor (default: from the accelerator type's prefix nvidia-/ascend-)")
+    p.add_argument("--devices", type=int, default=8, help="number of devices (simulated backend, ray-args); default 8")
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs offered to jobs (default: this host's)")
+    p.add_argument("--memory-mb", type=int, default=_host_memory_mb(), help="memory offered to jobs, MiB (default: this host's)")
+    p.add_argument("--model", default="", help="device model name shown in telemetry (simulated; default per vendor)")
+    p.add_argument("--device-memory-mb", type=int, default=None, help="memory per device, MiB (simulated; default per vendor)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="suanli-agent", description="suanli node agent: heartbeats and device telemetry")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="register this server, send heartbeats, serve /metrics")
+    _add_server_args(run)
+    run.add_argument("--api-url", default=os.environ.get("SUANLI_AGENT_API_URL") or "http://127.0.0.1:8000",
+                     help="suanli API (env SUANLI_AGENT_API_URL; default http://127.0.0.1:8000)")
+    run.add_argument("--token-file", type=Path, help="file holding the agent token (default: env SUANLI_AGENT_TOKEN)")
+    run.add_argument("--host", default="0.0.0.0", help="address /metrics listens on (default 0.0.0.0)")
+    run.add_argument("--port", type=int, default=9400, help="port of /metrics (default 9400, dcgm-exporter's)")
+    run.add_argument("--interval", type=float, default=5.0, help="seconds between heartbeats and between device samples (default 5)")
+    run.add_argument("--seed", type=int, default=None, help="random seed of the simulated devices")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    ray = sub.add_parser("ray-args", help="print the `ray start` flags for this server")
+    _add_server_args(ray)
+    ray.add_argument("--format", choices=["shell", "json"], default="shell", help="shell words (default) or a JSON object")
+    return parser
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label {item!r}: write KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _vendor(args: argparse.Namespace) -> Vendor:
+    if args.vendor:
+        return Vendor(args.vendor)
+    for v in Vendor:
+        if (args.accelerator_type or "").lower().startswith(v.value):
+            return v
+    raise UsageError(f"cannot tell the vendor of accelerator type {args.accelerator_type!r}: pass --vendor nvidia|ascend")
+
+
+def _require_type(args: argparse.Namespace) -> str:
+    if not args.accelerator_type:
+        raise UsageError("--accelerator-type is required (the center's name for these devices, e.g. nvidia-a100-80g)")
+    return str(args.accelerator_type)
+
+
+def server_spec(args: argparse.Namespace) -> Any:
+    """The `suanli.cluster.ServerSpec` these arguments describe."""
+    from pydantic import ValidationError
+
+    from suanli.cluster import ServerSpec
+
+    fields: dict[str, Any] = dict(name=args.node, accelerator_type=_require_type(args), vendor=_vendor(args),
+                                  devices=args.devices, cpus=args.cpus, memory_mb=args.memory_mb, model=args.model)
+    if args.device_memory_mb is not None:
+        fields["device_memory_mb"] = args.device_memory_mb
+    try:
+        return ServerSpec(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = {"name": "node"}.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise UsageError(f"--{field.replace('_', '-')}: {first['msg']}") from None
+
+
+def _nvml_usable() -> bool:
+    try:
+        import pynvml  # type: ignore[import-not-found]  # from nvidia-ml-py, optional
+    except ImportError:
+        return False
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - NVMLError of any kind: no usable driver
+        return False
+    try:
+        pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001
+        pass
+    return True
+
+
+def make_collector(args: argparse.Namespace) -> Any:
+    backend = args.backend
+    if backend == "auto":
+        if _nvml_usable():
+            raise UsageError("NVIDIA GPUs found via NVML, but the nvidia backend is not implemented in this version; "
+                             "use --backend simulated for development")
+        if shutil.which("npu-smi"):
+            raise UsageError("npu-smi found, but the ascend backend is not implemented in this version; "
+                             "use --backend simulated for development")
+        raise UsageError(NO_ACCELERATOR)
+    if backend in ("nvidia", "ascend"):
+        raise UsageError(f"--backend {backend} is not implemented in this version; use --backend simulated for development")
+    from agents.devices.simulated import SimulatedCollector
+
+    spec = server_spec(args)
+    return SimulatedCollector(spec.accelerator_type, spec.vendor, spec.devices, spec.model,
+                              args.device_memory_mb, args.seed, node=spec.name)
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token_file:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as e:
+            raise UsageError(f"--token-file {args.token_file}: {e.strerror}") from None
+    else:
+        token = os.environ.get("SUANLI_AGENT_TOKEN", "").strip()
+    if not token:
+        raise UsageError("no agent token: set SUANLI_AGENT_TOKEN or pass --token-file")
+    return token
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agents.exporter import DeviceExporter, MetricsServer, Sampler
+    from agents.heartbeat import HeartbeatClient
+    from agents.state import AgentState
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    collector = make_collector(args)  # no usable devices is the more basic problem: say it first
+    token = _token(args)
+    labels = _labels(args.label)
+
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    state = AgentState()
+    exporter = DeviceExporter(collector, args.node, state)
+    exporter.refresh()  # the first scrape and the first heartbeat already see real numbers
+    try:
+        server = MetricsServer(exporter, args.host, args.port).start()
+    except OSError as e:
+        raise UsageError(f"cannot serve /metrics on {args.host}:{args.port}: {e.strerror}") from None
+    sampler = Sampler(exporter, args.interval).start()
+    hb = HeartbeatClient(args.api_url, token, args.node, collector, args.cpus, args.memory_mb, labels,
+                         accelerator_type=getattr(collector, "accelerator_type", None) or args.accelerator_type, state=state)
+    # Heartbeats run in a daemon thread so a request stuck in its timeout cannot delay exit.
+    beater = threading.Thread(target=hb.run, args=(stop, args.interval), name="suanli-agent-heartbeat", daemon=True)
+    beater.start()
+    log.info("agent for node %s: %d %s devices, /metrics on %s:%d, API %s",
+             args.node, len(exporter.inventory), collector.vendor.value, args.host, server.port, args.api_url)
+    while not stop.wait(0.5):
+        pass
+    sampler.stop(timeout=0.5)
+    beater.join(timeout=0.5)
+    server.stop()
+    log.info("agent stopped")
+    return 0
+
+
+def cmd_ray_args(args: argparse.Namespace) -> int:
+    from suanli.localray import ray_node_args
+
+    ray = ray_node_args(server_spec(args))
+    if args.format == "json":
+        print(json.dumps(ray, sort_keys=True))
+        return 0
+    print(shlex.join(ray_start_flags(ray)))
+    return 0
+
+
+def _num(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x
+
+
+def ray_start_flags(ray: dict[str, Any]) -> list[str]:
+    """`ray_node_args`'s keyword arguments as `ray start` command-line flags."""
+    resources = {k: _num(v) for k, v in ray["resources"].items()}
+    flags = ["--num-cpus", str(ray["num_cpus"]), "--num-gpus", str(ray["num_gpus"]),
+             "--memory", str(ray["memory"]), "--object-store-memory", str(ray["object_store_memory"]),
+             # Compact JSON: no spaces, so the flag survives unquoted word splitting too.
+             "--resources", json.dumps(resources, separators=(",", ":"))]
+    flags += ["--labels", ",".join(f"{k}={v}" for k, v in ray["labels"].items())]
+    return flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_ray_args(args)
+    except UsageError as e:
+        print(f"suanli-agent: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
