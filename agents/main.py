@@ -189,6 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agents.state import AgentState
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":
+        # httpx logs every request at INFO: one line per heartbeat is noise; our own line says what matters.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
     collector = make_collector(args)  # no usable devices is the more basic problem: say it first

@@ -296,3 +296,53 @@ def test_agent_process_registers_serves_metrics_and_stops_on_sigterm(center: Cen
     output = proc.stdout.read() if proc.stdout else ""
     assert rc == 0, output
     assert time.monotonic() - t0 < 5
+
+
+# ----------------------------------------------------------------- command line
+
+
+def test_ray_args_agree_with_localray(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ray-args` prints exactly what suanli.localray gives the same server: --num-gpus N for
+    NVIDIA, "NPU": N for Ascend, dev-0..dev-(N-1) and accelerator_type:<type> in --resources,
+    and the node/type labels."""
+    import json
+    import shlex
+
+    from agents.main import main
+    from suanli.localray import ray_node_args
+
+    for server in demo_cluster().servers:
+        assert main(["ray-args", "--node", server.name, "--accelerator-type", server.accelerator_type,
+                     "--devices", str(server.devices), "--cpus", str(server.cpus), "--memory-mb", str(server.memory_mb)]) == 0
+        words = shlex.split(capsys.readouterr().out)
+        flags = dict(zip(words[::2], words[1::2], strict=True))
+        expected = ray_node_args(server)
+        assert json.loads(flags["--resources"]) == expected["resources"]
+        assert int(flags["--num-gpus"]) == expected["num_gpus"] == (8 if server.vendor is Vendor.NVIDIA else 0)
+        assert int(flags["--num-cpus"]) == server.cpus and int(flags["--memory"]) == expected["memory"]
+        assert flags["--labels"] == f"suanli.io/node={server.name},suanli.io/accelerator-type={server.accelerator_type}"
+        resources = json.loads(flags["--resources"])
+        assert {f"dev-{i}" for i in range(8)} | {f"accelerator_type:{server.accelerator_type}"} <= set(resources)
+        assert resources.get("NPU") == (8 if server.vendor is Vendor.ASCEND else None)
+
+
+def test_auto_backend_without_accelerators_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """With neither NVML nor npu-smi, `run` (backend auto) exits 2 with one clear line."""
+    from agents.main import NO_ACCELERATOR, main
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npu-smi
+    monkeypatch.delenv("SUANLI_AGENT_BACKEND", raising=False)
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err == f"suanli-agent: {NO_ACCELERATOR}\n"
+
+
+@pytest.mark.parametrize("backend", ["nvidia", "ascend"])
+def test_hardware_backends_are_not_implemented_yet(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--backend nvidia|ascend exit 2 and say they are not implemented in this version."""
+    from agents.main import main
+
+    assert main(["run", "--backend", backend, "--accelerator-type", f"{backend}-x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not implemented in this version" in err
