@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 S = JobStatus
+MAX_REQUEUES = 3
 
 
 class Stale(Exception):
@@ -102,12 +103,19 @@ class Reconciler:
         ):
             self.launcher.release(job.id, ranks)
             with self.db.begin() as s:
-                self._step(s, job, S.STARTING, S.PENDING,
-                           f"requeued: the runner did not start within {self.starting_timeout_s:.0f}s", now,
-                           accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None)
-                job_store.release(s, job.id)
-                job_store.clear_placements(s, job.id)
+                self._requeue(s, job, f"the runner did not start within {self.starting_timeout_s:.0f}s", now)
         return False
+
+    def _requeue(self, s: Any, job: Job, why: str, now: datetime) -> None:
+        """Back to PENDING with its submit time kept, or FAILED after `MAX_REQUEUES` tries
+        (a runner that can never start must not be retried forever)."""
+        if job_store.requeue_count(s, job.id) >= MAX_REQUEUES:
+            self._step(s, job, S.STARTING, S.FAILED, f"launch failed {MAX_REQUEUES + 1} times; last: {why}", now, ended_at=now)
+        else:
+            self._step(s, job, S.STARTING, S.PENDING, f"requeued: {why}", now,
+                       accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None)
+            job_store.clear_placements(s, job.id)
+        job_store.release(s, job.id)
 
     def finish(self, job: Job, st: RunnerState, now: datetime) -> None:
         to, reason = outcome(job, st)
@@ -147,14 +155,13 @@ class Reconciler:
     def _lost(self, job: Job, st: RunnerState, now: datetime) -> None:
         with self.db.begin() as s:
             if job.status is S.STARTING:
-                self._step(s, job, S.STARTING, S.PENDING, f"requeued: runner not found on Ray ({st.error})", now,
-                           accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None)
-                job_store.clear_placements(s, job.id)
+                self._requeue(s, job, f"runner not found on Ray ({st.error})", now)
             elif job.status is S.CANCELLING:
                 self._step(s, job, S.CANCELLING, S.CANCELLED, f"runner gone after cancel ({st.error})", now, ended_at=now)
+                job_store.release(s, job.id)
             else:
                 self._step(s, job, S.RUNNING, S.FAILED, f"runner lost: {st.error}; not charged", now, ended_at=now)
-            job_store.release(s, job.id)
+                job_store.release(s, job.id)
         self.launcher.release(job.id, len(job.placements))
 
     @staticmethod

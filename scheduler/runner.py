@@ -113,12 +113,13 @@ class ProcessRunner:
             return self._fail(f"cannot start command: {e}")
         started = time.time()
         log.close()  # the child holds its own descriptor
+        running = RunnerState(RunnerPhase.RUNNING, started_at=started, pid=proc.pid)
         with self._lock:
             self._proc = proc
-            self._state = RunnerState(RunnerPhase.RUNNING, started_at=started, pid=proc.pid)
+            self._state = running
         threading.Thread(target=self._wait, name=f"job-{spec.job_id}-wait", daemon=True).start()
         threading.Thread(target=self._control, name=f"job-{spec.job_id}-control", daemon=True).start()
-        return self._state
+        return running  # what start() did; poll() says what happened since
 
     def poll(self) -> RunnerState:
         with self._lock:

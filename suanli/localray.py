@@ -53,7 +53,13 @@ class LocalRay:
 
 
 def start_local_ray(spec: ClusterSpec) -> LocalRay:
+    import logging
+
     from ray.cluster_utils import Cluster
+
+    # Ray tries to identify the NPU model through Huawei's `acl` module when a node declares
+    # NPUs and logs a traceback when it is missing; simulated servers have no such module.
+    logging.getLogger("ray._private.accelerators.npu").setLevel(logging.CRITICAL)
 
     cluster = Cluster(
         initialize_head=True,

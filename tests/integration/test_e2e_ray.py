@@ -162,3 +162,63 @@ def test_bad_working_dir_fails_with_a_reason(ray_center) -> None:  # type: ignor
     assert done["status"] == "FAILED" and "does not exist" in done["reason"]
     assert done["cost_fen"] is None
     assert os.path.exists(ray_center.settings.jobs_dir / str(job["id"]))
+
+
+def test_lost_runner_fails_the_job_unbilled_and_frees_devices(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: when Ray loses a job's runner (actor killed), the job ends FAILED saying
+    the runner was lost, is not charged, its devices are free, and its process is gone
+    (PDEATHSIG from the runner)."""
+    import ray
+
+    from scheduler.launcher import RayLauncher
+
+    m = ray_center.new_org()
+    job = submit(ray_center, m, command="echo pid=$$; exec sleep 600")
+    wait_for(ray_center, m, job["id"], {"RUNNING"})
+    pid = int(wait_log(ray_center, m, job["id"], r"pid=(\d+)").group(1))
+    actor = ray.get_actor(RayLauncher.actor_name(job["id"], 0), namespace=ray_center.settings.ray_namespace)
+    ray.kill(actor, no_restart=True)
+    done = wait_for(ray_center, m, job["id"], TERMINAL)
+    assert done["status"] == "FAILED" and "runner lost" in done["reason"]
+    assert done["cost_fen"] is None
+    deadline = time.time() + 10
+    while alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
+    nodes = ray_center.client.get("/v1/nodes", headers=ray_center.headers(m.token)).json()
+    assert all(d["job_id"] != job["id"] for n in nodes for d in n["devices"])
+
+
+def test_runner_that_cannot_be_placed_is_requeued_then_failed(local_ray, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: a server the database knows but Ray does not (no Ray node carries its
+    label) leaves the runner unplaceable: the job is requeued after the starting timeout,
+    keeping its place, and after MAX_REQUEUES requeues ends FAILED with the reason; its
+    devices are released each time."""
+    from tests.conftest import make_center
+
+    from scheduler.launcher import RayLauncher
+    from scheduler.loop import LoopConfig, SchedulerLoop
+    from scheduler.reconciler import MAX_REQUEUES
+    from suanli.cluster import ClusterSpec, ServerSpec
+
+    ghost = ClusterSpec(servers=[ServerSpec(name="ghost-0", accelerator_type="nvidia-a100-80g", vendor="nvidia")])
+    c = make_center("", tmp_path, "sqlite", cluster=ghost)
+    loop = SchedulerLoop(c.db, RayLauncher(local_ray.address), LoopConfig(c.settings.jobs_dir, starting_timeout_s=0.5))
+    m = c.new_org()
+    job = c.client.post("/v1/jobs", json={"name": "g", "resources": {"accelerator": "nvidia-a100-80g", "cpus_per_node": 1,
+                                                                    "memory_per_node": 256}, "command": "true"},
+                        headers=c.headers(m.token)).json()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        loop.cycle()
+        got = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
+        if got["status"] == "FAILED":
+            break
+        time.sleep(0.2)
+    assert got["status"] == "FAILED" and "launch failed" in got["reason"], got
+    events = c.client.get(f"/v1/jobs/{job['id']}/events", headers=c.headers(m.token)).json()
+    assert sum(1 for e in events if (e["from_status"], e["to_status"]) == ("STARTING", "PENDING")) == MAX_REQUEUES
+    assert got["submitted_at"] == job["submitted_at"]
+    nodes = c.client.get("/v1/nodes", headers=c.headers(m.token)).json()
+    assert nodes[0]["devices_free"] == 8
+    c.db.dispose()

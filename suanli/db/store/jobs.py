@@ -236,6 +236,16 @@ def events(s: Session, job_id: int) -> list[JobEventRow]:
     return list(s.scalars(select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)))
 
 
+def requeue_count(s: Session, job_id: int) -> int:
+    """How many times the job went back from STARTING to PENDING."""
+    return int(s.scalar(
+        select(func.count()).select_from(JobEventRow).where(
+            JobEventRow.job_id == job_id, JobEventRow.from_status == str(JobStatus.STARTING),
+            JobEventRow.to_status == str(JobStatus.PENDING),
+        )
+    ) or 0)
+
+
 def count_by_status(s: Session) -> dict[str, int]:
     return dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
 
