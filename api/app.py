@@ -45,7 +45,7 @@ STATUS_OF_KIND = {
     Kind.TOO_LARGE: 413,
 }
 # Malformed documents are 400 (the body could not be read at all); rule breaks are 422.
-BAD_REQUEST_CODES = {"invalid_yaml", "invalid_json", "invalid_spec_encoding"}
+BAD_REQUEST_CODES = {"invalid_yaml", "invalid_json", "invalid_encoding"}
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
           409: "Conflict", 413: "Content Too Large", 422: "Unprocessable Content", 500: "Internal Server Error"}
 

@@ -8,10 +8,16 @@ from typing import Any
 from suanli.errors import FieldError, Kind, SuanliError
 
 
+# Pydantic names the branch of a union that failed ("str", "list[str]", "function-after[…]");
+# those are not fields.
+_UNION_TAGS = {"str", "int", "float", "bool", "none"}
+_UNION_TAG_PREFIXES = ("function-", "list[", "dict[", "literal[", "tagged-union[", "constrained-")
+
+
 def field_path(loc: Sequence[Any]) -> str:
     # Drop FastAPI's location prefix ("body", "query", …) and pydantic's union branch tags.
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    parts = [p for p in parts if not p.startswith(("function-", "str", "int", "list[", "dict[", "float", "bool"))]
+    parts = [p for p in parts if p not in _UNION_TAGS and not p.startswith(_UNION_TAG_PREFIXES)]
     return ".".join(parts) or "(body)"
 
 

@@ -34,7 +34,10 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def parse_spec_body(body: bytes, content_type: str) -> Any:
-    text = body.decode("utf-8", errors="strict") if body else ""
+    try:
+        text = body.decode("utf-8") if body else ""
+    except UnicodeDecodeError as e:
+        raise invalid("invalid_encoding", f"the job spec must be UTF-8 text ({e.reason} at byte {e.start})") from e
     if any(t in content_type for t in YAML_TYPES):
         try:
             return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass

@@ -93,6 +93,7 @@ BAD = [
     ("name: [unclosed", "application/yaml", 400, "invalid_yaml", None),
     ("a: &x [1]\nb: *x\n", "application/yaml", 400, "invalid_yaml", None),
     ("{not json", "application/json", 400, "invalid_json", None),
+    (b"name: \xff\xfe", "application/yaml", 400, "invalid_encoding", None),
     ("- just\n- a list\n", "application/yaml", 422, "invalid_spec", None),
     (good(resources={"accelerator": "tpu-v9"}), None, 422, "unknown_accelerator_type", "resources.accelerator"),
     (good(resources={"accelerator": "nvidia-a100-80g", "devices_per_node": -2}), None, 422, "invalid_spec", "resources.devices_per_node"),
