@@ -45,7 +45,9 @@ def call(fn: Any, *args: Any, **kw: Any) -> Any:
     try:
         return fn(*args, **kw)
     except ApiError as e:
-        fail(f"{e.detail} [{e.code}]", EXIT_BY_STATUS.get(e.status, 1), e.errors)
+        if e.errors:
+            fail(f"{e.code}: fix {len(e.errors)} field(s):", EXIT_BY_STATUS.get(e.status, 1), e.errors)
+        fail(f"{e.detail} [{e.code}]", EXIT_BY_STATUS.get(e.status, 1))
     except ApiUnreachable as e:
         fail(f"{e}. Is the center running (`make demo`)? Set SUANLI_SERVER or edit ~/.config/suanli/config.toml.", 6)
 

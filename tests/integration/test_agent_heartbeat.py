@@ -56,7 +56,8 @@ class Center:
 
 
 @pytest.fixture
-def center(tmp_path: Path) -> Iterator[Center]:
+def bare(tmp_path: Path) -> Iterator[Center]:
+    """A center with demo data but no servers registered yet (fresh database per test)."""
     settings = Settings(data_dir=tmp_path)
     migrate(settings.effective_database_url)
     db = Database(settings.effective_database_url)
@@ -67,29 +68,29 @@ def center(tmp_path: Path) -> Iterator[Center]:
     db.dispose()
 
 
-def agent(center: Center, token: str, node: str = "a100-0", accelerator_type: str = "nvidia-a100-80g",
+def agent(bare: Center, token: str, node: str = "a100-0", accelerator_type: str = "nvidia-a100-80g",
           vendor: Vendor = Vendor.NVIDIA) -> tuple[HeartbeatClient, SimulatedCollector]:
     collector = SimulatedCollector(accelerator_type, vendor, 8, seed=1, node=node)
     hb = HeartbeatClient(API, token, node, collector, cpus=64, memory_mb=1024 * 1024, labels={"rack": "r1"},
-                         http=center.client, state=AgentState())
+                         http=bare.client, state=AgentState())
     return hb, collector
 
 
-def test_body_matches_the_api_schema(center: Center) -> None:
+def test_body_matches_the_api_schema(bare: Center) -> None:
     """The heartbeat document validates against api.schemas.nodes.HeartbeatIn unchanged."""
-    hb, _ = agent(center, center.tokens.agent)
+    hb, _ = agent(bare, bare.tokens.agent)
     body = HeartbeatIn.model_validate(hb.body())
     assert body.agent_version == suanli.__version__
     assert [d.index for d in body.devices] == list(range(8))
     assert all(d.uuid.startswith("GPU-") and d.memory_mb == 81920 and d.health == "OK" for d in body.devices)
 
 
-def test_beat_registers_the_node(center: Center) -> None:
+def test_beat_registers_the_node(bare: Center) -> None:
     """One beat with the agent token registers the server: it is listed with its 8 devices,
     type, labels, UUIDs and agent version, and the agent records the success."""
-    hb, collector = agent(center, center.tokens.agent)
+    hb, collector = agent(bare, bare.tokens.agent)
     assert hb.beat() is True
-    node = center.nodes()["a100-0"]
+    node = bare.nodes()["a100-0"]
     assert node["accelerator_type"] == "nvidia-a100-80g"
     assert node["device_count"] == 8 and len(node["devices"]) == 8
     assert node["labels"] == {"rack": "r1"}
@@ -98,53 +99,53 @@ def test_beat_registers_the_node(center: Center) -> None:
     assert hb.state.heartbeat_failures == 0 and hb.state.last_heartbeat_at is not None
 
 
-def test_second_beat_refreshes_last_heartbeat(center: Center) -> None:
+def test_second_beat_refreshes_last_heartbeat(bare: Center) -> None:
     """A later beat moves last_heartbeat_at forward and keeps one node row."""
-    hb, _ = agent(center, center.tokens.agent)
+    hb, _ = agent(bare, bare.tokens.agent)
     assert hb.beat()
-    first = center.nodes()["a100-0"]["last_heartbeat_at"]
+    first = bare.nodes()["a100-0"]["last_heartbeat_at"]
     time.sleep(0.01)
     assert hb.beat()
-    nodes = center.nodes()
+    nodes = bare.nodes()
     assert list(nodes) == ["a100-0"]
     assert nodes["a100-0"]["last_heartbeat_at"] > first
 
 
-def test_member_token_is_refused_without_crashing(center: Center, caplog: pytest.LogCaptureFixture) -> None:
+def test_member_token_is_refused_without_crashing(bare: Center, caplog: pytest.LogCaptureFixture) -> None:
     """A member's token gets 403: beat() returns False instead of raising, counts one failure,
     logs one line naming the status and the problem's code, registers nothing."""
-    hb, _ = agent(center, center.tokens.member)
+    hb, _ = agent(bare, bare.tokens.member)
     with caplog.at_level(logging.WARNING, logger="agents.heartbeat"):
         assert hb.beat() is False
     assert hb.state.heartbeat_failures == 1
     lines = [r.getMessage() for r in caplog.records if r.name == "agents.heartbeat"]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert "HTTP 403" in lines[0] and "forbidden" in lines[0]
-    assert center.nodes() == {}
+    assert bare.nodes() == {}
 
 
-def test_unknown_accelerator_type_is_refused(center: Center, caplog: pytest.LogCaptureFixture) -> None:
-    """An accelerator type the center does not know gets 422 unknown_accelerator_type, logged
+def test_unknown_accelerator_type_is_refused(bare: Center, caplog: pytest.LogCaptureFixture) -> None:
+    """An accelerator type the bare does not know gets 422 unknown_accelerator_type, logged
     with that code; nothing is registered."""
-    hb, _ = agent(center, center.tokens.agent, accelerator_type="nvidia-h100-80g")
+    hb, _ = agent(bare, bare.tokens.agent, accelerator_type="nvidia-h100-80g")
     with caplog.at_level(logging.WARNING, logger="agents.heartbeat"):
         assert hb.beat() is False
     assert hb.state.heartbeat_failures == 1
     assert any("HTTP 422" in r.getMessage() and "unknown_accelerator_type" in r.getMessage() for r in caplog.records)
-    assert center.nodes() == {}
+    assert bare.nodes() == {}
 
 
-def test_allocation_from_response_drives_set_busy(center: Center) -> None:
+def test_allocation_from_response_drives_set_busy(bare: Center) -> None:
     """devices[].job_id in the API's answer becomes the simulator's load and the exporter's
     `job` label; when the claim goes away the devices go idle again."""
-    hb, collector = agent(center, center.tokens.agent)
+    hb, collector = agent(bare, bare.tokens.agent)
     assert hb.beat()
-    r = center.client.post("/v1/jobs", headers={"Authorization": f"Bearer {center.tokens.member}"}, json={
+    r = bare.client.post("/v1/jobs", headers={"Authorization": f"Bearer {bare.tokens.member}"}, json={
         "name": "agent-test", "project": "default", "command": "true",
         "resources": {"accelerator": "nvidia-a100-80g", "devices_per_node": 2, "memory_per_node": 1024}})
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
-    with center.db.begin() as s:
+    with bare.db.begin() as s:
         node_id = s.scalar(select(NodeRow.id).where(NodeRow.name == "a100-0"))
         job_store.claim(s, job_id, Start(job_id, "nvidia-a100-80g", (Placement("a100-0", (1, 3)),), "test"), {"a100-0": node_id})
     assert collector.busy() == {}
@@ -153,7 +154,7 @@ def test_allocation_from_response_drives_set_busy(center: Center) -> None:
     assert hb.state.jobs() == {1: job_id, 3: job_id}
     util = {s.index: s.utilization_pct for s in collector.sample()}
     assert min(util[1], util[3]) >= 85 > 2 >= max(util[i] for i in (0, 2, 4, 5, 6, 7))
-    with center.db.begin() as s:
+    with bare.db.begin() as s:
         job_store.release(s, job_id)
     assert hb.beat()
     assert collector.busy() == {} and hb.state.jobs() == {}
@@ -192,7 +193,7 @@ def test_backoff_is_capped_exponential_and_resets() -> None:
     assert b.next() == 1
 
 
-def test_run_waits_backoff_after_failures_then_interval(center: Center) -> None:
+def test_run_waits_backoff_after_failures_then_interval(bare: Center) -> None:
     """run() waits the backoff delay after each failed beat and `interval` after a success,
     and returns when the stop event is set."""
     answers = iter([503, 503, 503, None, None])
@@ -200,7 +201,7 @@ def test_run_waits_backoff_after_failures_then_interval(center: Center) -> None:
     def flaky(request: httpx.Request) -> httpx.Response:
         status = next(answers)
         if status is None:  # hand the request to the real app
-            r = center.client.put(str(request.url), content=request.content, headers=dict(request.headers))
+            r = bare.client.put(str(request.url), content=request.content, headers=dict(request.headers))
             return httpx.Response(r.status_code, content=r.content, headers=r.headers)
         return httpx.Response(status, json={"code": "internal_error", "detail": "x"})
 
@@ -217,13 +218,13 @@ def test_run_waits_backoff_after_failures_then_interval(center: Center) -> None:
             return self.is_set()
 
     collector = SimulatedCollector("nvidia-a100-80g", Vendor.NVIDIA, 2, seed=1, node="flaky-0")
-    hb = HeartbeatClient(API, center.tokens.agent, "flaky-0", collector, 4, 4096,
+    hb = HeartbeatClient(API, bare.tokens.agent, "flaky-0", collector, 4, 4096,
                          http=httpx.Client(transport=httpx.MockTransport(flaky)))
     stop = Stop(after=5)
     hb.run(stop, interval=5.0)  # type: ignore[arg-type]
     assert stop.waits == [1, 2, 4, 5.0, 5.0]
     assert hb.state.heartbeat_failures == 3
-    assert "flaky-0" in center.nodes()
+    assert "flaky-0" in bare.nodes()
 
 
 # ----------------------------------------------------------------- real process
@@ -236,11 +237,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_api(center: Center) -> Iterator[str]:
+def live_api(bare: Center) -> Iterator[str]:
     """The same app served by a real uvicorn server on a free port, in a thread."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(bare.settings, bare.db), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -253,7 +254,7 @@ def live_api(center: Center) -> Iterator[str]:
     thread.join(timeout=5)
 
 
-def test_agent_process_registers_serves_metrics_and_stops_on_sigterm(center: Center, live_api: str) -> None:
+def test_agent_process_registers_serves_metrics_and_stops_on_sigterm(bare: Center, live_api: str) -> None:
     """`suanli-agent run --backend simulated` registers its node with a real API server, answers
     /metrics over HTTP with dcgm and unified families, and exits 0 within 5 s of SIGTERM."""
     script = Path(sys.executable).with_name("suanli-agent")
@@ -262,10 +263,10 @@ def test_agent_process_registers_serves_metrics_and_stops_on_sigterm(center: Cen
     cmd += ["run", "--backend", "simulated", "--api-url", live_api, "--node", "sim-0",
             "--accelerator-type", "nvidia-a100-80g", "--devices", "8", "--cpus", "16", "--memory-mb", "65536",
             "--label", "rack=r9", "--host", "127.0.0.1", "--port", str(metrics_port), "--interval", "0.5", "--seed", "1"]
-    env = {**os.environ, "SUANLI_AGENT_TOKEN": center.tokens.agent}
+    env = {**os.environ, "SUANLI_AGENT_TOKEN": bare.tokens.agent}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        admin = {"Authorization": f"Bearer {center.tokens.admin}"}
+        admin = {"Authorization": f"Bearer {bare.tokens.admin}"}
         deadline = time.monotonic() + 20
         node = None
         while node is None:

@@ -99,6 +99,20 @@ def test_cancel_and_failed_wait_exit_codes(cli, tmp_path: Path) -> None:  # type
     cli("cancel", str(job["id"]), expect=5)
 
 
+def test_follow_streams_the_log_until_the_job_ends(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: `logs -f` on a running job prints lines as they come and returns when the
+    job ends, with every line once; `submit --follow` does the same from submission."""
+    spec = tmp_path / "tick.yaml"
+    spec.write_text("name: tick\nresources: {accelerator: nvidia-a100-80g, cpus_per_node: 1, memory_per_node: 256}\n"
+                    "command: for i in 1 2 3 4; do echo tick$i; sleep 0.4; done\n")
+    job = json.loads(cli("submit", str(spec), "--json"))
+    out = cli("logs", str(job["id"]), "-f")
+    assert [line for line in out.splitlines() if line.startswith("tick")] == ["tick1", "tick2", "tick3", "tick4"]
+    assert "process ended with exit code 0" in out
+    out = cli("submit", str(spec), "--follow")
+    assert out.count("tick4") == 1 and "SUCCEEDED" in out
+
+
 def test_errors_name_the_field_and_use_stable_exit_codes(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Invariants: bad specs exit 2 naming the field; malformed YAML exits 2; unknown jobs
     exit 4; no traceback is ever printed."""
