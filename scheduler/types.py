@@ -64,10 +64,22 @@ class Resources:
     nodes: int = 1
     cpus_per_node: int = 1
     memory_mb_per_node: int = 1024
+    # Share of one device in thousandths, for fractional requests (notebooks, inference):
+    # below 1000 only with one device on one server; such jobs are packed onto shared devices.
+    device_milli: int = 1000
 
     @property
     def total_devices(self) -> int:
         return self.devices_per_node * self.nodes
+
+    @property
+    def total_milli(self) -> int:
+        """Devices asked, in thousandths (what quotas and usage count)."""
+        return self.devices_per_node * self.nodes * self.device_milli
+
+    @property
+    def fractional(self) -> bool:
+        return self.device_milli < 1000
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,39 @@ class JobRequest:
     resources: Resources
     submitted_at: float
     time_limit_s: int
+    project: str = "default"
+    pool: str = ""
+    priority_class: str = "normal"
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job holding devices (STARTING, RUNNING, CANCELLING or PREEMPTING)."""
+
+    id: int
+    org: str
+    accelerator_type: str
+    placements: tuple[Placement, ...]
+    started_at: float
+    time_limit_s: int
+    submitted_at: float = 0.0
+    project: str = "default"
+    pool: str = ""
+    priority_class: str = "normal"
+    device_milli: int = 1000
+    grace_s: float = 10.0
+    # Being stopped already (cancel or preemption): its devices are free by `stop_by`, and
+    # it is never chosen as a victim again.
+    stop_by: float | None = None
+
+    @property
+    def milli(self) -> int:
+        return sum(len(p.devices) for p in self.placements) * self.device_milli
+
+    @property
+    def ends_by(self) -> float:
+        """Latest end: its stop deadline if stopping, else its time limit."""
+        return self.stop_by if self.stop_by is not None else self.started_at + self.time_limit_s
 
 
 @dataclass(frozen=True)
@@ -100,17 +145,100 @@ class NodeView:
     free_cpus: int
     free_memory_mb: int
     schedulable: bool = True
+    rack: str | None = None
+    # Devices partly used by fractional jobs: (index, free thousandths); not in free_devices.
+    shared: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Devices of one accelerator type: `guaranteed` (reclaimable when lent out) and a
+    `limit` on what may be used at once (None: no limit)."""
+
+    guaranteed: int = 0
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class PriorityClass:
+    value: float  # the QOS factor, in [0, 1]
+    preemptible: bool = False
+
+
+DEFAULT_CLASSES = {
+    "high": PriorityClass(1.0),
+    "normal": PriorityClass(0.5),
+    "low": PriorityClass(0.25),
+    "preemptible": PriorityClass(0.0, preemptible=True),
+}
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Weights and knobs of the fair-share policy (from settings; part of the snapshot so
+    that `decide` stays a function of its arguments)."""
+
+    weight_fairshare: float = 4.0
+    weight_age: float = 2.0
+    weight_size: float = 1.0
+    weight_qos: float = 3.0
+    max_age_s: float = 7 * 24 * 3600  # the age factor reaches 1 after this wait
+    size_favors_small: bool = False  # Slurm's default favours large jobs
+    backfill_depth: int = 1  # reservations per accelerator type (1 = EASY backfill)
+    estimate_depth: int = 50  # blocked jobs that get an estimated start time
+    reclaim: bool = True  # preempt borrowing jobs for orgs below their guarantee
+
+
+@dataclass(frozen=True)
+class ShareNode:
+    """A node of the tenancy tree: center -> pool -> org -> project (leaf). `usage` is the
+    leaf's decayed usage in billing units; inner nodes' usage is the sum below them."""
+
+    id: str
+    parent: str | None
+    shares: float
+    usage: float = 0.0
+
+
+def project_key(org: str, project: str) -> str:
+    """The share-tree leaf id of a project."""
+    return f"project:{org}/{project}"
 
 
 @dataclass(frozen=True)
 class Snapshot:
     nodes: tuple[NodeView, ...]
     pending: tuple[JobRequest, ...]
+    running: tuple[RunningJob, ...] = ()
+    share_tree: tuple[ShareNode, ...] = ()
+    quotas: dict[tuple[str, str], Quota] = field(default_factory=dict)  # (org, type)
+    pool_quotas: dict[tuple[str, str], Quota] = field(default_factory=dict)  # (pool, type)
+    classes: dict[str, PriorityClass] = field(default_factory=lambda: dict(DEFAULT_CLASSES))
+    prices: dict[str, int] = field(default_factory=dict)  # fen per device-hour
+    funds: dict[str, int] | None = None  # spendable fen per org; None = not enforced
+    config: PolicyConfig = field(default_factory=PolicyConfig)
 
 
 class WaitCode(StrEnum):
     NO_CAPACITY_NOW = "no_capacity_now"  # fits the cluster, not what is free now
     NEVER_FITS = "never_fits"  # no schedulable server of an accepted type can ever hold it
+    RESERVED = "reserved"  # holds the reservation: starts when enough devices free up
+    BLOCKED_BY_RESERVATION = "blocked_by_reservation"  # would delay a higher job's reservation
+    OVER_QUOTA = "over_quota"  # the org (or its pool) would exceed its limit
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # the hold for its time limit cannot be covered
+    RECLAIMING = "reclaiming"  # borrowed devices are being preempted for it
+    UNKNOWN_CLASS = "unknown_priority_class"
+
+
+@dataclass(frozen=True)
+class Priority:
+    """A job's priority and the weighted factors it is made of (all factors in [0, 1])."""
+
+    value: float
+    factors: tuple[tuple[str, float, float], ...] = ()  # (name, factor, weight)
+
+    def explain(self) -> str:
+        return ", ".join(f"{n} {f:.3f}x{w:g}" for n, f, w in self.factors)
 
 
 @dataclass(frozen=True)
@@ -119,6 +247,8 @@ class Start:
     accelerator_type: str
     placements: tuple[Placement, ...]
     reason: str
+    priority: Priority | None = None
+    device_milli: int = 1000
 
 
 @dataclass(frozen=True)
@@ -126,12 +256,24 @@ class Wait:
     job_id: int
     code: WaitCode
     reason: str
+    priority: Priority | None = None
+    estimated_start: float | None = None
+
+
+@dataclass(frozen=True)
+class Preempt:
+    """Stop a running job (with its grace period) and requeue it, so `for_job` can start."""
+
+    job_id: int
+    for_job: int
+    reason: str
 
 
 @dataclass(frozen=True)
 class Decisions:
     starts: tuple[Start, ...] = ()
     waits: tuple[Wait, ...] = ()
+    preemptions: tuple[Preempt, ...] = ()
 
 
 @dataclass(frozen=True)

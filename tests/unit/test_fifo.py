@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.policy import decide
+from scheduler.policy.fifo import decide
 from scheduler.types import JobRequest, NodeView, Resources, Snapshot, WaitCode
 
 A100, B910 = "nvidia-a100-80g", "ascend-910b"

@@ -1,0 +1,253 @@
+"""The suanli policy: `decide(snapshot, now)` — fair share, guarantees with borrowing and
+reclaim, limits, funds, gang, EASY backfill, fragmentation-aware placement.
+
+Order. Pending jobs are taken in two tiers, and by priority within each:
+  tier 0 — jobs that fit inside their org's guarantee on some accepted type (guarantees
+           are promises: they are served before borrowing, as Kueue admits nominal quota
+           first); tier 1 — everything else.
+Priority is the multifactor sum of `priority.py` (Fair Tree fair share, age, size, QOS);
+ties go to the earlier submission, then the lower id.
+
+For each job, in that order:
+1. Types it accepts that have servers; a type is dropped if the org or its pool would go
+   over its limit there (`over_quota`), or if the org's spendable funds cannot cover the
+   hold `time limit × devices × price` (`insufficient_funds`); `never_fits` if no server
+   could ever hold it.
+2. Placement now on each remaining type (`capacity.py`: best fit, one rack for gangs,
+   fractional packing), refusing what would delay a reservation (`backfill.py`). If
+   several types can start it now, the cheapest for its org wins (then its preference
+   order). Gangs get all their servers in the same decision or none.
+3. Otherwise, if it may reclaim its guarantee (`reclaim.py`), the policy preempts the
+   fewest borrowing jobs of other orgs needed and reserves the freed servers for it.
+4. Otherwise the first `backfill_depth` blocked jobs per type get a reservation (EASY);
+   up to `estimate_depth` blocked jobs get an estimated start time.
+
+Invariants (tested): no device is over-allocated; a gang job gets all its servers or none;
+a job starts only on a type it accepts; no org or pool exceeds its limit; funds are never
+over-committed; victims are borrowing jobs of other orgs; the result depends only on
+(snapshot, now).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from scheduler.policy import capacity
+from scheduler.policy.backfill import Estimator, Reservation, Timeline
+from scheduler.policy.fairshare import fair_tree
+from scheduler.policy.priority import job_priority
+from scheduler.policy.reclaim import borrowing, find_victims
+from scheduler.types import (
+    Decisions,
+    JobRequest,
+    Preempt,
+    Priority,
+    Quota,
+    Snapshot,
+    Start,
+    Wait,
+    WaitCode,
+    project_key,
+)
+
+ROOT = "center"
+MS_PER_HOUR = 3_600_000
+
+
+def hold_fen(job: JobRequest, price_fen_per_hour: int) -> int:
+    """What a job could cost at most: its time limit × devices × price, rounded up."""
+    milli_s = job.resources.total_milli * job.time_limit_s  # thousandths of device-seconds
+    return -(-milli_s * price_fen_per_hour // (1000 * 3600))
+
+
+@dataclass
+class _State:
+    """Mutable bookkeeping of one decision."""
+
+    snap: Snapshot
+    now: float
+    caps: dict[str, capacity.TypeCapacity]
+    org_use: dict[tuple[str, str], int]  # (org, type) -> thousandths in use
+    pool_use: dict[tuple[str, str], int]
+    funds: dict[str, int] | None
+    timelines: dict[str, Timeline]
+    reservations: dict[str, list[Reservation]]
+    estimators: dict[str, Estimator]
+    stopping: set[int]
+    borrowers: set[int]
+    rank: dict[int, float]
+
+    def guarantee_room(self, job: JobRequest, t: str) -> bool:
+        g = self.snap.quotas.get((job.org, t), Quota()).guaranteed * 1000
+        return g > 0 and self.org_use[(job.org, t)] + job.resources.total_milli <= g
+
+    def over_limit(self, job: JobRequest, t: str) -> str | None:
+        m = job.resources.total_milli
+        q = self.snap.quotas.get((job.org, t))
+        if q and q.limit is not None and self.org_use[(job.org, t)] + m > q.limit * 1000:
+            return f"org {job.org} at {self.org_use[(job.org, t)] / 1000:g}/{q.limit} {t} (limit)"
+        pq = self.snap.pool_quotas.get((job.pool, t))
+        if pq and pq.limit is not None and self.pool_use[(job.pool, t)] + m > pq.limit * 1000:
+            return f"pool {job.pool} at {self.pool_use[(job.pool, t)] / 1000:g}/{pq.limit} {t} (limit)"
+        return None
+
+    def veto(self, t: str, ends_at: float):  # type: ignore[no-untyped-def]
+        res = self.reservations.get(t)
+        if not res:
+            return None
+        return lambda node, k: any(r.refuses(node, k, ends_at) for r in res)
+
+    def commit(self, job: JobRequest, t: str, placements, price: int) -> None:  # type: ignore[no-untyped-def]
+        r = job.resources
+        self.caps[t].take(placements, r)
+        self.org_use[(job.org, t)] += r.total_milli
+        self.pool_use[(job.pool, t)] += r.total_milli
+        if self.funds is not None:
+            self.funds[job.org] = self.funds.get(job.org, 0) - hold_fen(job, price)
+        ends = self.now + job.time_limit_s
+        whole = not r.fractional
+        for p in placements:
+            self.timelines[t].add(ends, p.node, len(p.devices) if whole else 0)
+        for res in self.reservations.get(t, ()):
+            res.consume(placements, ends, whole)
+
+
+def decide(snap: Snapshot, now: float) -> Decisions:
+    cfg = snap.config
+    caps = capacity.build(snap.nodes)
+    type_devices = {t: sum(n.device_count for n in c.nodes.values()) for t, c in caps.items()}
+    fair = fair_tree(snap.share_tree, ROOT) if snap.share_tree else {}
+
+    org_use: dict[tuple[str, str], int] = defaultdict(int)
+    pool_use: dict[tuple[str, str], int] = defaultdict(int)
+    timelines: dict[str, Timeline] = defaultdict(Timeline)
+    stopping = {j.id for j in snap.running if j.stop_by is not None}
+    for j in snap.running:
+        org_use[(j.org, j.accelerator_type)] += j.milli
+        pool_use[(j.pool, j.accelerator_type)] += j.milli
+        for p in j.placements:
+            timelines[j.accelerator_type].add(j.ends_by, p.node, len(p.devices) if j.device_milli >= 1000 else 0)
+    # Running jobs rank by their class then age, for the choice of victims.
+    rank = {j.id: snap.classes.get(j.priority_class, snap.classes["normal"]).value for j in snap.running}
+    st = _State(snap, now, caps, org_use, pool_use, dict(snap.funds) if snap.funds is not None else None,
+                timelines, defaultdict(list), {}, stopping, borrowing(snap.running, snap.quotas), rank)
+
+    ordered = []
+    waits: list[Wait] = []
+    for job in snap.pending:
+        cls = snap.classes.get(job.priority_class)
+        if cls is None:
+            waits.append(Wait(job.id, WaitCode.UNKNOWN_CLASS, f"unknown priority class {job.priority_class!r}"))
+            continue
+        accepted = sum(type_devices.get(t, 0) for t in job.resources.accelerator_types)
+        fs = fair.get(project_key(job.org, job.project))
+        prio = job_priority(job, now, fs.factor if fs else 0.5, cls, accepted, cfg)
+        tier = 0 if any(st.guarantee_room(job, t) for t in job.resources.accelerator_types if t in caps) else 1
+        ordered.append((tier, -prio.value, job.submitted_at, job.id, job, prio))
+    ordered.sort(key=lambda e: e[:4])
+
+    starts: list[Start] = []
+    preempts: list[Preempt] = []
+    for tier, _, _, _, job, prio in ordered:
+        outcome = _one(st, job, prio, tier == 0, preempts)
+        if isinstance(outcome, Start):
+            starts.append(outcome)
+        else:
+            waits.append(outcome)
+    return Decisions(tuple(starts), tuple(waits), tuple(preempts))
+
+
+def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts: list[Preempt]) -> Start | Wait:
+    snap, r = st.snap, job.resources
+    types = [t for t in r.accelerator_types if t in st.caps]
+    if not types:
+        return Wait(job.id, WaitCode.NEVER_FITS, f"no schedulable server of type {'|'.join(r.accelerator_types)}", prio)
+    limited = {t: st.over_limit(job, t) for t in types}
+    types = [t for t in types if limited[t] is None]
+    if not types:
+        return Wait(job.id, WaitCode.OVER_QUOTA, "over quota: " + "; ".join(v for v in limited.values() if v), prio)
+    prices = {t: snap.prices.get(t, 0) for t in types}
+    if st.funds is not None:
+        spendable = st.funds.get(job.org, 0)
+        affordable = [t for t in types if hold_fen(job, prices[t]) <= spendable]
+        if not affordable:
+            cheapest = min(hold_fen(job, prices[t]) for t in types)
+            return Wait(job.id, WaitCode.INSUFFICIENT_FUNDS,
+                        f"insufficient funds: the hold for its time limit is {cheapest} fen, org {job.org} can spend {spendable}", prio)
+        types = affordable
+    types = [t for t in types if st.caps[t].could_ever_fit(r)]
+    if not types:
+        return Wait(job.id, WaitCode.NEVER_FITS,
+                    f"cannot fit: no {r.nodes} server(s) of {'|'.join(r.accelerator_types)} with {r.devices_per_node} device(s)", prio)
+
+    ends = st.now + job.time_limit_s
+    options = []
+    for order, t in enumerate(types):
+        placements = st.caps[t].place(r, st.veto(t, ends))
+        if placements is not None:
+            options.append((prices[t], order, t, placements))
+    if options:
+        price, _, t, placements = min(options, key=lambda o: o[:2])
+        st.commit(job, t, placements, price)
+        where = ", ".join(f"{p.node}[{','.join(map(str, p.devices))}]" for p in placements)
+        return Start(job.id, t, placements, f"priority {prio.value:.3f} ({prio.explain()}) on {t}: {where}", prio, r.device_milli)
+
+    if guaranteed and snap.config.reclaim:
+        for t in types:
+            if st.guarantee_room(job, t):
+                wait = _reclaim(st, job, t, prio, preempts)
+                if wait is not None:
+                    return wait
+    return _blocked(st, job, types, prio)
+
+
+def _reclaim(st: _State, job: JobRequest, t: str, prio: Priority, preempts: list[Preempt]) -> Wait | None:
+    found = find_victims(job.org, job.resources, st.caps[t], st.snap.running, st.borrowers, st.stopping, st.rank)
+    if found is None:
+        return None
+    victims, free_after = found
+    for v in victims:
+        st.stopping.add(v.id)
+        preempts.append(Preempt(v.id, job.id, f"preempted: org {v.org} borrows {t} beyond its guarantee and "
+                                              f"org {job.org} reclaims its guarantee for job {job.id}"))
+    stopping = [j for j in st.snap.running if j.id in st.stopping and j.accelerator_type == t]
+    at = max([st.now] + [st.now + v.grace_s for v in victims] + [j.stop_by for j in stopping if j.stop_by is not None])
+    need = 1 if job.resources.fractional else job.resources.devices_per_node
+    # Nobody else may take what the reclaiming job needs on its servers until it starts.
+    st.reservations[t].append(Reservation(job.id, t, at, {n: k - need for n, k in free_after.items()}))
+    names = ", ".join(str(v.id) for v in victims) or "already stopping"
+    return Wait(job.id, WaitCode.RECLAIMING,
+                f"reclaiming its guarantee on {t}: waiting for preempted job(s) {names} to stop; "
+                f"reserved {', '.join(sorted(free_after))}", prio, at)
+
+
+def _blocked(st: _State, job: JobRequest, types: list[str], prio: Priority) -> Wait:
+    r = job.resources
+    # Would it fit now but for a reservation? Then say whose.
+    for t in types:
+        if st.reservations.get(t) and st.caps[t].place(r) is not None:
+            res = st.reservations[t][0]
+            return Wait(job.id, WaitCode.BLOCKED_BY_RESERVATION,
+                        f"would delay the reservation of job {res.job_id} on {t} (servers {res.describe()})", prio,
+                        _estimate(st, t, r.total_milli // 1000 or 1))
+    t = types[0]
+    if len(st.reservations[t]) < st.snap.config.backfill_depth:
+        res = st.timelines[t].reserve(job.id, r, st.caps[t], st.now)
+        if res is not None:
+            st.reservations[t].append(res)
+            return Wait(job.id, WaitCode.RESERVED,
+                        f"next in line on {t}: reserved servers {res.describe()} from its estimated start", prio, res.at)
+    return Wait(job.id, WaitCode.NO_CAPACITY_NOW,
+                f"waiting for capacity on {'|'.join(types)} ({st.caps[t].total_free} device(s) free on {t})", prio,
+                _estimate(st, t, max(1, r.total_milli // 1000)))
+
+
+def _estimate(st: _State, t: str, devices: int) -> float | None:
+    est = st.estimators.get(t)
+    if est is None:
+        releases = [(end, k) for end, _, k in st.timelines[t].events]
+        est = st.estimators[t] = Estimator(st.caps[t].total_free, releases)
+    if est.count >= st.snap.config.estimate_depth:
+        return None
+    return est.estimate(devices, st.now)
