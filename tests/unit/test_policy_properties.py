@@ -18,7 +18,7 @@ POOL = {"o1": "pa", "o2": "pa", "o3": "pb", "o4": "pb"}
 
 
 @st.composite
-def snapshots(draw, single_device_pending: bool = False):  # type: ignore[no-untyped-def]
+def snapshots(draw, single_device_pending: bool = False, full: bool = False):  # type: ignore[no-untyped-def]
     n_nodes = draw(st.integers(1, 6))
     nodes, running, rid = [], [], 1000
     for i in range(n_nodes):
@@ -27,15 +27,17 @@ def snapshots(draw, single_device_pending: bool = False):  # type: ignore[no-unt
         rack = draw(st.sampled_from(["r1", "r2", None]))
         used: list[int] = []
         free = list(range(count))
-        for _ in range(draw(st.integers(0, 3))):  # running jobs on this server
+        for _ in range(draw(st.integers(0, 3)) if not full else count):  # running jobs on this server
             k = draw(st.integers(1, 4))
-            if len(free) < k:
+            if full:
+                k = min(k, len(free))
+            if len(free) < k or k == 0:
                 break
             devs, free = tuple(free[:k]), free[k:]
             used.extend(devs)
             org = draw(st.sampled_from(ORGS))
             started = NOW - draw(st.integers(1, 5000))
-            stop = NOW + 5 if draw(st.integers(0, 9)) == 0 else None
+            stop = NOW + 5 if draw(st.integers(0, 9)) == 0 and not full else None
             running.append(RunningJob(rid, org, type_, (Placement(f"n{i}", devs),), started, draw(st.sampled_from([600, 3600, 7200])),
                                       started - 10, "p", POOL[org], draw(st.sampled_from(["normal", "low", "preemptible"])),
                                       1000, 10.0, stop))
@@ -155,7 +157,7 @@ def test_deterministic_whatever_the_input_order(snap: Snapshot, rnd: random.Rand
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(snapshots(single_device_pending=True))
+@given(st.one_of(snapshots(single_device_pending=True), snapshots(single_device_pending=True, full=True)))
 def test_org_below_guarantee_is_served_within_one_decision(snap: Snapshot) -> None:
     """Invariant: when guarantees fit the capacity of each type, an org below its guarantee
     with a pending one-device job inside that guarantee is served in this decision: the job
