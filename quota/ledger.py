@@ -33,9 +33,24 @@ def cost_fen(devices: int, ms: int, fen_per_device_hour: int) -> int:
     return (2 * numerator + MS_PER_HOUR) // (2 * MS_PER_HOUR)
 
 
-def charge_txn(org_id: int, job_id: int, amount_fen: int, memo: str) -> LedgerTxn:
+def cost_fen_milli(milli_devices: int, ms: int, fen_per_device_hour: int) -> int:
+    """`cost_fen` for a share of devices given in thousandths (fractional jobs)."""
+    if milli_devices < 0 or ms < 0 or fen_per_device_hour < 0:
+        raise ValueError("cost inputs must be non-negative")
+    numerator = milli_devices * ms * fen_per_device_hour
+    return (2 * numerator + 1000 * MS_PER_HOUR) // (2 * 1000 * MS_PER_HOUR)
+
+
+def hold_fen(milli_devices: int, seconds: int, fen_per_device_hour: int) -> int:
+    """The most a run can cost: devices (thousandths) × its time limit × price, rounded up
+    to whole fen (a hold must cover the worst case)."""
+    return -(-milli_devices * seconds * fen_per_device_hour // (1000 * 3600))
+
+
+def charge_txn(org_id: int, job_id: int, amount_fen: int, memo: str, run: int = 0) -> LedgerTxn:
+    """The charge for one run of a job (a preempted and requeued job runs again: run 1, 2…)."""
     return LedgerTxn(
-        key=f"charge:job:{job_id}",
+        key=f"charge:job:{job_id}" + (f":run:{run}" if run else ""),
         kind="charge",
         org_id=org_id,
         job_id=job_id,

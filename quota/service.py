@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from quota.ledger import charge_txn, cost_fen, duration_ms, topup_txn
+from quota.ledger import charge_txn, cost_fen_milli, duration_ms, topup_txn
 from quota.types import Balance, org_cash
 from suanli.db.store import ledger
 
@@ -27,12 +27,16 @@ def charge_job(
     fen_per_device_hour: int,
     accelerator_type: str,
     now: datetime,
+    device_milli: int = 1000,
+    run: int = 0,
 ) -> int:
-    """Post the job's charge; return its cost in fen."""
+    """Post the charge of one run of a job (at most once: the ledger key names job and run);
+    return its cost in fen."""
     ms = duration_ms(started_at, ended_at)
-    amount = cost_fen(devices, ms, fen_per_device_hour)
-    memo = f"job {job_id}: {devices} x {accelerator_type} x {ms} ms at {fen_per_device_hour} fen/device-hour"
-    ledger.post(s, charge_txn(org_id, job_id, amount, memo), now)
+    amount = cost_fen_milli(devices * device_milli, ms, fen_per_device_hour)
+    share = "" if device_milli == 1000 else f" x {device_milli / 1000:g}"
+    memo = f"job {job_id}{f' run {run}' if run else ''}: {devices}{share} x {accelerator_type} x {ms} ms at {fen_per_device_hour} fen/device-hour"
+    ledger.post(s, charge_txn(org_id, job_id, amount, memo, run), now)
     return amount
 
 

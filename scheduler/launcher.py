@@ -62,6 +62,7 @@ def rank_spec(spec: LaunchSpec, rank: int) -> RankSpec:
         SUANLI_DEVICES=",".join(map(str, placement.devices)),
         SUANLI_RANK=str(rank),
         SUANLI_NNODES=str(len(spec.placements)),
+        SUANLI_RESTART_COUNT=str(spec.restart_count),
     )
     return RankSpec(
         job_id=spec.job_id,

@@ -6,7 +6,10 @@ Invariants:
 - Each decision is applied in its own short transaction: the PENDING→STARTING change is
   version-guarded and claims the devices (a claimed device makes the whole transaction roll
   back), and only after commit is the launcher asked to start the runners.
-- Pending reasons are written only when they change; status changes always carry an event.
+- Pending reasons, codes, priorities and estimates are written only when they change (or
+  every `refresh_s`); status changes always carry an event.
+- Preemptions are applied first (PREEMPTING, stop signal with the grace period), so their
+  devices are stopping before anything else happens.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -25,10 +28,11 @@ from sqlalchemy.exc import IntegrityError
 from scheduler.launcher import Launcher, LaunchError
 from scheduler.policy import decide
 from scheduler.reconciler import Reconciler
-from scheduler.types import Decisions, Job, JobStatus, LaunchSpec, Snapshot, Start, Vendor
+from scheduler.types import Decisions, Job, JobStatus, LaunchSpec, PolicyConfig, Snapshot, Start, Vendor, Wait
 from suanli.db.engine import Database
 from suanli.db.store import jobs as job_store
 from suanli.db.store import tenancy
+from suanli.db.store.snapshot import Loaded, load_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class SystemClock:
 class CycleReport:
     started: list[int] = field(default_factory=list)
     waiting: int = 0
+    preempted: list[int] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -56,6 +61,11 @@ class CycleReport:
 class LoopConfig:
     jobs_dir: Path
     starting_timeout_s: float = 120.0
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    half_life_s: float = 7 * 24 * 3600
+    # Pending jobs' priority and estimate are rewritten at most this often unless their
+    # reason changes (priorities move with age every cycle; the database need not).
+    refresh_s: float = 30.0
 
 
 class SchedulerLoop:
@@ -72,28 +82,62 @@ class SchedulerLoop:
         self.config = config
         self.clock = clock or SystemClock()
         self.policy = policy
-        self.reconciler = Reconciler(db, launcher, self.clock, config.starting_timeout_s)
+        self.reconciler = Reconciler(db, launcher, self.clock, config.starting_timeout_s, config.half_life_s)
+        self._written: dict[int, float] = {}  # pending job -> when its priority was last written
 
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
         report = CycleReport()
         now = self.clock.now()
         with self.db.begin() as s:  # load
-            loaded = job_store.load_snapshot(s)
+            loaded = load_snapshot(s, now, self.config.policy, self.config.half_life_s)
             vendors = tenancy.accelerator_vendors(s)
         decisions = self.policy(loaded.snapshot, now.timestamp())  # process
-        for start in decisions.starts:  # apply
+        for p in decisions.preemptions:  # apply
+            self._apply_preempt(p.job_id, p.reason, loaded, now)
+        for start in decisions.starts:
             if self._apply_start(start, loaded.versions[start.job_id], loaded.node_ids, vendors, now):
                 report.started.append(start.job_id)
-        changed = [w for w in decisions.waits if loaded.reasons.get(w.job_id) != w.reason]
-        if changed:
-            with self.db.begin() as s:
-                for w in changed:
-                    job_store.set_pending_reason(s, w.job_id, w.reason)
+        self._apply_waits(decisions.waits, loaded, now)
         report.waiting = len(decisions.waits)
+        report.preempted = [p.job_id for p in decisions.preemptions]
         report.finished = self.reconciler.sync()
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _apply_preempt(self, job_id: int, reason: str, loaded: Loaded, now: datetime) -> None:
+        running = next(j for j in loaded.snapshot.running if j.id == job_id)
+        grace = loaded.grace[job_id]
+        with self.db.begin() as s:
+            job = job_store.get_job(s, job_id)
+            if job is None or job.version != loaded.versions[job_id] or job.status not in (JobStatus.RUNNING, JobStatus.STARTING):
+                return  # it moved on since the snapshot
+            if not job_store.apply_transition(s, job_id, job.version, job.status, JobStatus.PREEMPTING, reason, now,
+                                              stop_by=now + timedelta(seconds=grace)):
+                return
+        self.launcher.stop(job_id, len(running.placements), "preempt", grace)
+
+    def _apply_waits(self, waits: tuple[Wait, ...], loaded: Loaded, now: datetime) -> None:
+        t = now.timestamp()
+        rows = []
+        for w in waits:
+            est = datetime.fromtimestamp(w.estimated_start, UTC) if w.estimated_start is not None else None
+            shown = loaded.shown.get(w.job_id)
+            fresh = shown == (w.reason, str(w.code), est) and t - self._written.get(w.job_id, 0.0) < self.config.refresh_s
+            if fresh:
+                continue
+            self._written[w.job_id] = t
+            rows.append({
+                "b_id": w.job_id, "reason": w.reason, "reason_code": str(w.code), "estimated_start_at": est,
+                "priority": w.priority.value if w.priority else None,
+                "priority_factors": [list(f) for f in w.priority.factors] if w.priority else None,
+            })
+        if rows:
+            with self.db.begin() as s:
+                job_store.show_pending(s, rows)
+        if len(self._written) > 4 * max(1, len(waits)):  # forget jobs that are no longer pending
+            pending = {w.job_id for w in waits}
+            self._written = {k: v for k, v in self._written.items() if k in pending}
 
     def _apply_start(
         self, d: Start, version: int, node_ids: dict[str, int], vendors: dict[str, Vendor], now: datetime
@@ -102,11 +146,14 @@ class SchedulerLoop:
             with self.db.begin() as s:
                 price = tenancy.current_price(s, d.accelerator_type, now)
                 reason = d.reason if price else f"{d.reason} (no price set for {d.accelerator_type}: billed at 0)"
+                prio = d.priority
                 ok = job_store.apply_transition(
                     s, d.job_id, version, JobStatus.PENDING, JobStatus.STARTING, reason, now,
                     accelerator_type=d.accelerator_type,
                     price_fen_per_device_hour=price.fen_per_device_hour if price else 0,
-                    scheduled_at=now,
+                    scheduled_at=now, reason_code="", estimated_start_at=None,
+                    priority=prio.value if prio else None,
+                    priority_factors=[list(f) for f in prio.factors] if prio else None,
                 )
                 if not ok:
                     return False  # cancelled (or otherwise changed) since the snapshot
@@ -140,6 +187,7 @@ class SchedulerLoop:
             job_dir=str((self.config.jobs_dir / str(job.id)).resolve()),
             time_limit_s=job.time_limit_s,
             grace_s=job.grace_s,
+            restart_count=job.restart_count,
         )
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
@@ -147,9 +195,9 @@ class SchedulerLoop:
         while not stop.is_set():
             try:
                 report = self.cycle()
-                if report.started or report.finished:
-                    log.info("cycle: started %s, finished %s, %d waiting (%.3fs)",
-                             report.started, report.finished, report.waiting, report.seconds)
+                if report.started or report.finished or report.preempted:
+                    log.info("cycle: started %s, preempted %s, finished %s, %d waiting (%.3fs)",
+                             report.started, report.preempted, report.finished, report.waiting, report.seconds)
             except Exception:  # noqa: BLE001 - keep scheduling; the next cycle reloads everything
                 log.exception("scheduling cycle failed")
             stop.wait(interval_s)

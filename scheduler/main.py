@@ -9,16 +9,33 @@ import threading
 
 from scheduler.launcher import RayLauncher
 from scheduler.loop import LoopConfig, SchedulerLoop
+from scheduler.types import PolicyConfig
 from suanli.db.engine import Database
 from suanli.settings import Settings
 
 log = logging.getLogger("suanli.scheduler")
 
 
+def loop_config(settings: Settings) -> LoopConfig:
+    """The loop's and the policy's configuration from settings."""
+    policy = PolicyConfig(
+        weight_fairshare=settings.weight_fairshare,
+        weight_age=settings.weight_age,
+        weight_size=settings.weight_size,
+        weight_qos=settings.weight_qos,
+        max_age_s=settings.max_age_s,
+        size_favors_small=settings.size_favors_small,
+        backfill_depth=settings.backfill_depth,
+        estimate_depth=settings.estimate_depth,
+        reclaim=settings.reclaim,
+    )
+    return LoopConfig(settings.jobs_dir, settings.starting_timeout_s, policy, settings.fairshare_half_life_s)
+
+
 def run(settings: Settings) -> None:
     db = Database(settings.effective_database_url)
     launcher = RayLauncher(settings.ray_address, settings.ray_namespace)
-    loop = SchedulerLoop(db, launcher, LoopConfig(settings.jobs_dir, settings.starting_timeout_s))
+    loop = SchedulerLoop(db, launcher, loop_config(settings))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

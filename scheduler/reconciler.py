@@ -40,14 +40,20 @@ def _ts(epoch: float | None) -> datetime | None:
 
 
 def outcome(job: Job, st: RunnerState) -> tuple[JobStatus, str]:
-    """The terminal status and reason for a job whose runner has exited."""
+    """Where a job goes when its runner has exited, and why."""
     if st.error and st.started_at is None:
         if job.status is S.CANCELLING:
             return S.CANCELLED, f"cancelled before the process started ({st.error})"
+        if job.status is S.PREEMPTING:
+            return (S.PENDING if job.requeue else S.PREEMPTED), f"preempted before the process started ({st.error})"
         return S.FAILED, f"launch failed: {st.error}"
     code = st.exit_code
-    if st.stopped_by in ("cancel", "shutdown"):
+    if st.stopped_by is not None and job.status is S.CANCELLING or st.stopped_by in ("cancel", "shutdown"):
         return S.CANCELLED, f"process stopped after cancel (exit code {code})"
+    if st.stopped_by == "preempt":
+        if job.requeue:
+            return S.PENDING, f"requeued after preemption (exit code {code}); keeps its place by submit time"
+        return S.PREEMPTED, f"preempted (exit code {code}); not requeued as the job asked"
     if st.stopped_by == "timeout":
         return S.TIMEOUT, f"time limit of {job.time_limit_s}s reached; process stopped (exit code {code})"
     if code == 0:
@@ -56,11 +62,13 @@ def outcome(job: Job, st: RunnerState) -> tuple[JobStatus, str]:
 
 
 class Reconciler:
-    def __init__(self, db: Database, launcher: Launcher, clock: Clock, starting_timeout_s: float) -> None:
+    def __init__(self, db: Database, launcher: Launcher, clock: Clock, starting_timeout_s: float,
+                 half_life_s: float = 7 * 24 * 3600) -> None:
         self.db = db
         self.launcher = launcher
         self.clock = clock
         self.starting_timeout_s = starting_timeout_s
+        self.half_life_s = half_life_s
 
     def sync(self) -> list[int]:
         with self.db.begin() as s:
@@ -91,6 +99,9 @@ class Reconciler:
         if job.status is S.CANCELLING:
             self.launcher.stop(job.id, ranks, "cancel", job.grace_s)
             return False
+        if job.status is S.PREEMPTING:
+            self.launcher.stop(job.id, ranks, "preempt", job.grace_s)
+            return False
         if st.phase is RunnerPhase.RUNNING and job.status is S.STARTING:
             with self.db.begin() as s:
                 self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=_ts(st.started_at))
@@ -118,6 +129,8 @@ class Reconciler:
         job_store.release(s, job.id)
 
     def finish(self, job: Job, st: RunnerState, now: datetime) -> None:
+        """End the run: final status (or back to the queue after a preemption), charge and
+        usage for the time it ran, claims released — one transaction."""
         to, reason = outcome(job, st)
         started, ended = _ts(st.started_at), _ts(st.ended_at) or now
         with self.db.begin() as s:
@@ -126,23 +139,33 @@ class Reconciler:
                 # The process started and ended between two polls: record both steps.
                 self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=started)
                 status, version = S.RUNNING, version + 1
-            fields: dict[str, Any] = {"ended_at": ended, "exit_code": st.exit_code, "started_at": started}
+            fields: dict[str, Any] = {"ended_at": ended, "exit_code": st.exit_code, "started_at": started, "stop_by": None}
             if started is not None and job.accelerator_type is not None:
-                fields["cost_fen"] = charge_job(
-                    s,
-                    org_id=self._org_id(s, job),
-                    job_id=job.id,
-                    devices=job.resources.total_devices,
-                    started_at=started,
-                    ended_at=ended,
-                    fen_per_device_hour=job.price_fen_per_device_hour or 0,
-                    accelerator_type=job.accelerator_type,
-                    now=now,
-                )
+                cost = self._bill_run(s, job, started, ended, now)
+                fields["cost_fen"] = (job.cost_fen or 0) + cost
+            if to is S.PENDING:  # requeued: the next run is decided afresh, its age kept
+                fields.update(accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None,
+                              started_at=None, ended_at=None, restart_count=job.restart_count + 1)
             if not job_store.apply_transition(s, job.id, version, status, to, reason, now, **fields):
                 raise Stale(job.id)
             job_store.release(s, job.id)
+            if to is S.PENDING:
+                job_store.clear_placements(s, job.id)
         self.launcher.release(job.id, len(job.placements))
+
+    def _bill_run(self, s: Any, job: Job, started: datetime, ended: datetime, now: datetime) -> int:
+        """Charge one run (ledger key per run) and add its usage to the project's fair share."""
+        assert job.accelerator_type is not None
+        cost = charge_job(
+            s, org_id=self._org_id(s, job), job_id=job.id, devices=job.resources.total_devices,
+            started_at=started, ended_at=ended, fen_per_device_hour=job.price_fen_per_device_hour or 0,
+            accelerator_type=job.accelerator_type, now=now, device_milli=job.resources.device_milli,
+            run=job.restart_count,
+        )
+        weight = job_store.billing_weight(s, job.accelerator_type)
+        units = job.resources.total_milli / 1000 * weight * max(0.0, (ended - started).total_seconds())
+        job_store.add_usage(s, job_store.job_project_id(s, job.id), units, ended, self.half_life_s)
+        return cost
 
     def fail_launch(self, job: Job, reason: str) -> None:
         """The launcher refused the job outright: end it FAILED and free its devices."""
@@ -159,6 +182,15 @@ class Reconciler:
             elif job.status is S.CANCELLING:
                 self._step(s, job, S.CANCELLING, S.CANCELLED, f"runner gone after cancel ({st.error})", now, ended_at=now)
                 job_store.release(s, job.id)
+            elif job.status is S.PREEMPTING:
+                to = S.PENDING if job.requeue else S.PREEMPTED
+                extra = dict(accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None, started_at=None,
+                             restart_count=job.restart_count + 1) if to is S.PENDING else dict(ended_at=now)
+                self._step(s, job, S.PREEMPTING, to, f"runner gone while preempting ({st.error}); not charged", now,
+                           stop_by=None, **extra)
+                job_store.release(s, job.id)
+                if to is S.PENDING:
+                    job_store.clear_placements(s, job.id)
             else:
                 self._step(s, job, S.RUNNING, S.FAILED, f"runner lost: {st.error}; not charged", now, ended_at=now)
                 job_store.release(s, job.id)

@@ -4,8 +4,11 @@ Invariants:
 - A job's status changes only through `transition()`; the store writes the returned
   `Transition` (status, event with its reason) in the same transaction as the version-guarded
   update, so every change has exactly one event.
-- Terminal statuses (SUCCEEDED, FAILED, CANCELLED, TIMEOUT) have no way out.
-- Device claims are held exactly in STARTING, RUNNING and CANCELLING (see `types.ACTIVE`).
+- Terminal statuses (SUCCEEDED, FAILED, CANCELLED, TIMEOUT, PREEMPTED) have no way out.
+- Device claims are held exactly in STARTING, RUNNING, CANCELLING and PREEMPTING
+  (see `types.ACTIVE`).
+- A preempted job goes back to PENDING keeping its submit time (so its age), unless it
+  declared itself not requeueable (then PREEMPTED).
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ TRANSITIONS: dict[tuple[S, S], str] = {
     (S.CANCELLING, S.SUCCEEDED): "exited 0 before the stop",
     (S.CANCELLING, S.FAILED): "failed before the stop",
     (S.CANCELLING, S.TIMEOUT): "time limit reached before the stop",
+    # The policy preempts the job (reclaim of a guarantee): the runner gets the stop signal
+    # and the grace period; claims stay until the process is gone.
+    (S.STARTING, S.PREEMPTING): "preempted before it ran",
+    (S.RUNNING, S.PREEMPTING): "preempted",
+    # The process is gone: back in the queue with its age (or ended, if not requeueable).
+    (S.PREEMPTING, S.PENDING): "requeued after preemption",
+    (S.PREEMPTING, S.PREEMPTED): "preempted; the job asked not to be requeued",
+    # It ended by itself, or hit its time limit, before the stop took effect.
+    (S.PREEMPTING, S.SUCCEEDED): "exited 0 before the preemption",
+    (S.PREEMPTING, S.FAILED): "failed before the preemption, or the runner was lost",
+    (S.PREEMPTING, S.TIMEOUT): "time limit reached before the preemption",
+    # A user cancels a job that is being preempted: it will not be requeued.
+    (S.PREEMPTING, S.CANCELLING): "cancel requested",
 }
 
 

@@ -20,10 +20,12 @@ class JobStatus(StrEnum):
     STARTING = "STARTING"
     RUNNING = "RUNNING"
     CANCELLING = "CANCELLING"
+    PREEMPTING = "PREEMPTING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     TIMEOUT = "TIMEOUT"
+    PREEMPTED = "PREEMPTED"
 
     @property
     def terminal(self) -> bool:
@@ -34,9 +36,11 @@ class JobStatus(StrEnum):
         return self in ACTIVE
 
 
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT})
+TERMINAL = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT, JobStatus.PREEMPTED}
+)
 # Statuses in which a job owns device claims and (maybe) a runner on Ray.
-ACTIVE = frozenset({JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLING})
+ACTIVE = frozenset({JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.PREEMPTING})
 
 
 class Vendor(StrEnum):
@@ -288,6 +292,8 @@ class JobSubmission:
     command: str
     working_dir: str | None
     env: dict[str, str]
+    priority_class: str = "normal"
+    requeue: bool = True  # back to the queue after a preemption (else it ends PREEMPTED)
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,14 @@ class Job:
     placements: tuple[Placement, ...] = ()
     price_fen_per_device_hour: int | None = None
     cost_fen: int | None = None
+    priority_class: str = "normal"
+    requeue: bool = True
+    restart_count: int = 0
+    reason_code: str = ""
+    priority: float | None = None
+    priority_factors: tuple[tuple[str, float, float], ...] = ()
+    estimated_start_at: datetime | None = None
+    stop_by: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -336,6 +350,7 @@ class LaunchSpec:
     job_dir: str  # <jobs_dir>/<id>: logs go here; the default working directory
     time_limit_s: int
     grace_s: float
+    restart_count: int = 0
 
 
 class RunnerPhase(StrEnum):
@@ -353,7 +368,8 @@ class RunnerState:
     started_at: float | None = None
     ended_at: float | None = None
     exit_code: int | None = None
-    # Why the process ended if we ended it: "cancel", "timeout"; None if it exited by itself.
+    # Why the process ended if we ended it: "cancel", "timeout", "preempt", "shutdown"; None
+    # if it exited by itself.
     stopped_by: str | None = None
     error: str | None = None  # a launch error (bad working dir, …), shown to the user
     pid: int | None = None

@@ -5,14 +5,15 @@ Invariants:
   row and its first event are written in one transaction: a refused job leaves no trace.
 - A caller sees only jobs of their own org (center admins see all); a job of another org is
   reported as not found, so ids of other orgs' jobs are not disclosed.
-- Cancel goes through the state machine: PENDING → CANCELLED at once; STARTING/RUNNING →
-  CANCELLING, and the scheduler stops the process and finishes the job.
+- Cancel goes through the state machine: PENDING → CANCELLED at once; STARTING, RUNNING or
+  PREEMPTING → CANCELLING (stop by now + grace), and the scheduler stops the process and
+  finishes the job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from scheduler.types import TERMINAL, Job, JobStatus, JobSubmission
@@ -40,6 +41,9 @@ def submit(db: Database, who: Principal, sub: JobSubmission) -> Job:
         if project is None:
             raise invalid("unknown_project", f"org {who.org} has no project {sub.project!r}", "project")
         _check_resources(s, sub)
+        if sub.priority_class not in tenancy.priority_classes(s):
+            known = ", ".join(sorted(tenancy.priority_classes(s)))
+            raise invalid("unknown_priority_class", f"no priority class {sub.priority_class!r}; known: {known}", "priority_class")
         user = s.get(tenancy.UserRow, who.user_id)
         assert user is not None
         job_id = job_store.insert_job(s, who.org_id, project.id, user, sub, now)
@@ -114,7 +118,7 @@ def cancel(db: Database, who: Principal, job_id: int) -> Job:
             return job
         to = JobStatus.CANCELLED if job.status is JobStatus.PENDING else JobStatus.CANCELLING
         now = utcnow()
-        extra = {"ended_at": now} if to is JobStatus.CANCELLED else {}
+        extra = {"ended_at": now} if to is JobStatus.CANCELLED else {"stop_by": now + timedelta(seconds=job.grace_s)}
         with db.begin() as s:
             done = job_store.apply_transition(s, job_id, job.version, job.status, to, f"cancelled by {who.user}", now, **extra)
         if done:

@@ -42,6 +42,25 @@ class Settings(BaseSettings):
     # Ray namespace where runner actors are registered by name (`suanli-job-<id>`).
     ray_namespace: str = "suanli"
 
+    # Fair-share policy (see scheduler/policy/multifactor.py and priority.py).
+    # Half-life of usage decay, seconds (Slurm's PriorityDecayHalfLife; default 7 days).
+    fairshare_half_life_s: float = Field(default=7 * 24 * 3600, gt=0)
+    # Weights of the priority factors (any non-negative numbers; priority is normalised to [0, 1]).
+    weight_fairshare: float = Field(default=4.0, ge=0)
+    weight_age: float = Field(default=2.0, ge=0)
+    weight_size: float = Field(default=1.0, ge=0)
+    weight_qos: float = Field(default=3.0, ge=0)
+    # The age factor reaches 1 after this many seconds of waiting.
+    max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+    # Favour small jobs in the size factor (Slurm's PriorityFavorSmall); default favours large.
+    size_favors_small: bool = False
+    # Reservations per accelerator type for blocked jobs (1 = EASY backfill).
+    backfill_depth: int = Field(default=1, ge=0)
+    # How many blocked jobs get an estimated start time each cycle.
+    estimate_depth: int = Field(default=50, ge=0)
+    # Preempt borrowing jobs so that orgs below their guarantee can start.
+    reclaim: bool = True
+
     # Job limits.
     # Time limit applied when a spec gives none, and the longest accepted.
     default_time_limit_s: int = 3600

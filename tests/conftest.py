@@ -160,13 +160,16 @@ class RayCenter(Center):
 @pytest.fixture(scope="session")
 def ray_center(local_ray, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCenter]:  # type: ignore[no-untyped-def]
     """A SQLite center whose scheduler cycles every 0.2 s in a thread, launching on Ray."""
+    from dataclasses import replace
+
     from scheduler.launcher import RayLauncher
-    from scheduler.loop import LoopConfig, SchedulerLoop
+    from scheduler.loop import SchedulerLoop
+    from scheduler.main import loop_config
 
     data_dir = tmp_path_factory.mktemp("ray-center")
     base = make_center("", data_dir, "sqlite")
     launcher = RayLauncher(local_ray.address, base.settings.ray_namespace)  # type: ignore[attr-defined]
-    loop = SchedulerLoop(base.db, launcher, LoopConfig(base.settings.jobs_dir, starting_timeout_s=60))
+    loop = SchedulerLoop(base.db, launcher, replace(loop_config(base.settings), starting_timeout_s=60))
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop, 0.2), daemon=True)
     thread.start()

@@ -79,6 +79,8 @@ class JobSpecIn(BaseModel):
 
     name: str = Field(pattern=NAME)
     project: str = Field("default", pattern=NAME)
+    priority_class: str = Field("normal", pattern=NAME, description="high, normal, low, preemptible, or a class the center defined")
+    requeue: bool = Field(True, description="After a preemption, go back to the queue (else end PREEMPTED)")
     resources: ResourcesIn
     time_limit: str | int | None = Field(None, description="Seconds, or '30m', '2h', '1h30m', '1d'")
     grace_period: str | int | None = Field(None, description="Seconds between SIGTERM and SIGKILL")
@@ -143,6 +145,8 @@ def submission_from_spec(spec: JobSpecIn, default_time_limit_s: int, max_time_li
         command=spec.command,  # type: ignore[arg-type]
         working_dir=spec.working_dir,
         env=dict(spec.env),  # type: ignore[arg-type]
+        priority_class=spec.priority_class,
+        requeue=spec.requeue,
     )
 
 
@@ -159,6 +163,12 @@ class PlacementOut(BaseModel):
     devices: list[int]
 
 
+class FactorOut(BaseModel):
+    name: str
+    factor: float = Field(description="In [0, 1]")
+    weight: float
+
+
 class JobOut(BaseModel):
     id: int
     name: str
@@ -167,6 +177,13 @@ class JobOut(BaseModel):
     user: str
     status: str
     reason: str
+    reason_code: str = Field(description="Machine-readable reason (e.g. reserved, over_quota, insufficient_funds)")
+    priority_class: str
+    priority: float | None = Field(description="Weighted sum of the factors, in [0, 1]; set while pending")
+    priority_factors: list[FactorOut]
+    estimated_start_at: datetime | None
+    requeue: bool
+    restart_count: int
     resources: ResourcesOut
     time_limit_s: int
     grace_s: float
@@ -192,6 +209,13 @@ def job_out(job: Job) -> JobOut:
         user=job.user,
         status=str(job.status),
         reason=job.reason,
+        reason_code=job.reason_code,
+        priority_class=job.priority_class,
+        priority=job.priority,
+        priority_factors=[FactorOut(name=n, factor=f, weight=w) for n, f, w in job.priority_factors],
+        estimated_start_at=job.estimated_start_at,
+        requeue=job.requeue,
+        restart_count=job.restart_count,
         resources=ResourcesOut(
             accelerator_types=list(r.accelerator_types),
             devices_per_node=r.devices_per_node,

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from quota.ledger import hold_fen
 from scheduler.policy import capacity
 from scheduler.policy.backfill import Estimator, Reservation, Timeline
 from scheduler.policy.fairshare import fair_tree
@@ -52,13 +53,11 @@ from scheduler.types import (
 )
 
 ROOT = "center"
-MS_PER_HOUR = 3_600_000
 
 
-def hold_fen(job: JobRequest, price_fen_per_hour: int) -> int:
+def job_hold(job: JobRequest, price_fen_per_hour: int) -> int:
     """What a job could cost at most: its time limit × devices × price, rounded up."""
-    milli_s = job.resources.total_milli * job.time_limit_s  # thousandths of device-seconds
-    return -(-milli_s * price_fen_per_hour // (1000 * 3600))
+    return hold_fen(job.resources.total_milli, job.time_limit_s, price_fen_per_hour)
 
 
 @dataclass
@@ -104,7 +103,7 @@ class _State:
         self.org_use[(job.org, t)] += r.total_milli
         self.pool_use[(job.pool, t)] += r.total_milli
         if self.funds is not None:
-            self.funds[job.org] = self.funds.get(job.org, 0) - hold_fen(job, price)
+            self.funds[job.org] = self.funds.get(job.org, 0) - job_hold(job, price)
         ends = self.now + job.time_limit_s
         whole = not r.fractional
         for p in placements:
@@ -170,9 +169,9 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
     prices = {t: snap.prices.get(t, 0) for t in types}
     if st.funds is not None:
         spendable = st.funds.get(job.org, 0)
-        affordable = [t for t in types if hold_fen(job, prices[t]) <= spendable]
+        affordable = [t for t in types if job_hold(job, prices[t]) <= spendable]
         if not affordable:
-            cheapest = min(hold_fen(job, prices[t]) for t in types)
+            cheapest = min(job_hold(job, prices[t]) for t in types)
             return Wait(job.id, WaitCode.INSUFFICIENT_FUNDS,
                         f"insufficient funds: the hold for its time limit is {cheapest} fen, org {job.org} can spend {spendable}", prio)
         types = affordable

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import true as sa_true
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -95,6 +97,39 @@ class ProjectRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
     name: Mapped[str] = mapped_column(String(64))
+    shares: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class QuotaRow(Base):
+    """Guaranteed devices and a limit, per (org or pool, accelerator type). No row: nothing
+    guaranteed, no limit."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (UniqueConstraint("scope", "scope_id", "accelerator_type"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))  # org | pool
+    scope_id: Mapped[int] = mapped_column(Integer)
+    accelerator_type: Mapped[str] = mapped_column(ForeignKey("accelerator_types.name"))
+    guaranteed: Mapped[int] = mapped_column(Integer, default=0)
+    limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class PriorityClassRow(Base):
+    __tablename__ = "priority_classes"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[Decimal] = mapped_column(Numeric(6, 4))  # the QOS factor in [0, 1]
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(String(200), default="")
+
+
+class UsageRow(Base):
+    """A project's decayed usage in billing units (device-seconds × type weight), kept as
+    an accumulator: `units` as of `as_of`; finished runs are added as they end."""
+
+    __tablename__ = "usage"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    units: Mapped[float] = mapped_column(Float, default=0.0)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class UserRow(Base):
@@ -191,6 +226,18 @@ class JobRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     # When STARTING began (for the starting timeout).
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Scheduling: the class asked, what the policy said last, and preemption bookkeeping.
+    priority_class: Mapped[str] = mapped_column(String(32), default="normal", server_default="normal")
+    requeue: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    restart_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reason_code: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    priority: Mapped[float | None] = mapped_column(Float, nullable=True)
+    priority_factors: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    estimated_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set while the job is being stopped (cancel or preemption): its devices are free by then.
+    stop_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The fractional share of one device (thousandths); 1000 = whole devices.
+    device_milli: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
 
 
 class JobPlacementRow(Base):

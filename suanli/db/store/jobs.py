@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from quota.usage import Accumulator
 from scheduler.states import transition
 from scheduler.types import (
     ACTIVE,
@@ -35,6 +35,8 @@ from scheduler.types import (
     Start,
 )
 from suanli.db.models import (
+    AcceleratorTypeRow,
+    UsageRow,
     DeviceClaimRow,
     JobEventRow,
     JobPlacementRow,
@@ -60,6 +62,9 @@ def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: Job
         node_count=r.nodes,
         cpus_per_node=r.cpus_per_node,
         memory_mb_per_node=r.memory_mb_per_node,
+        device_milli=r.device_milli,
+        priority_class=sub.priority_class,
+        requeue=sub.requeue,
         time_limit_s=sub.time_limit_s,
         grace_s=sub.grace_s,
         command=sub.command,
@@ -119,13 +124,17 @@ def clear_placements(s: Session, job_id: int) -> None:
     s.execute(delete(JobPlacementRow).where(JobPlacementRow.job_id == job_id))
 
 
-def set_pending_reason(s: Session, job_id: int, reason: str) -> None:
-    """Update why a pending job waits. Not a status change: no version bump, no event."""
+def show_pending(s: Session, rows: list[dict[str, Any]]) -> None:
+    """Write why pending jobs wait (reason, code, priority, estimate), in one statement.
+    Not a status change: no version bump, no event; jobs no longer pending are left alone."""
+    t = JobRow.__table__
     s.execute(
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.status == str(JobStatus.PENDING), JobRow.reason != reason)
-        .values(reason=reason)
-        .execution_options(synchronize_session=False)
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.status == str(JobStatus.PENDING))
+        .values(reason=bindparam("reason"), reason_code=bindparam("reason_code"),
+                estimated_start_at=bindparam("estimated_start_at"), priority=bindparam("priority"),
+                priority_factors=bindparam("priority_factors")),
+        rows,
     )
 
 
@@ -170,6 +179,7 @@ def job_from_row(row: JobRow, org: str, project: str, user: str, placements: tup
             nodes=row.node_count,
             cpus_per_node=row.cpus_per_node,
             memory_mb_per_node=row.memory_mb_per_node,
+            device_milli=row.device_milli,
         ),
         time_limit_s=row.time_limit_s,
         grace_s=row.grace_s,
@@ -186,6 +196,14 @@ def job_from_row(row: JobRow, org: str, project: str, user: str, placements: tup
         placements=placements,
         price_fen_per_device_hour=row.price_fen_per_device_hour,
         cost_fen=row.cost_fen,
+        priority_class=row.priority_class,
+        requeue=row.requeue,
+        restart_count=row.restart_count,
+        reason_code=row.reason_code,
+        priority=row.priority,
+        priority_factors=tuple(tuple(f) for f in row.priority_factors or ()),  # type: ignore[misc]
+        estimated_start_at=row.estimated_start_at,
+        stop_by=row.stop_by,
     )
 
 
@@ -250,68 +268,26 @@ def count_by_status(s: Session) -> dict[str, int]:
     return dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
 
 
-# ---------------------------------------------------------------------------- snapshot
+def add_usage(s: Session, project_id: int, units: float, at: datetime, half_life_s: float) -> None:
+    """Add a finished run's usage (billing units valid at `at`) to the project's decayed
+    accumulator; runs may end in any order."""
+    row = s.get(UsageRow, project_id)
+    if row is None:
+        s.add(UsageRow(project_id=project_id, units=units, as_of=at))
+        s.flush()
+        return
+    acc = Accumulator(row.units, row.as_of.timestamp(), half_life_s).add(units, at.timestamp())
+    row.units = acc.value
+    row.as_of = datetime.fromtimestamp(acc.as_of, at.tzinfo)
+    s.flush()
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """A snapshot plus what applying decisions needs and the policy does not."""
-
-    snapshot: Snapshot
-    versions: dict[int, int]  # pending job id -> version (guards PENDING -> STARTING)
-    reasons: dict[int, str]  # pending job id -> current reason (only changes are written)
-    node_ids: dict[str, int]
+def billing_weight(s: Session, accelerator_type: str) -> float:
+    w = s.scalar(select(AcceleratorTypeRow.billing_weight).where(AcceleratorTypeRow.name == accelerator_type))
+    return float(w) if w is not None else 1.0
 
 
-def load_snapshot(s: Session) -> Loaded:
-    """What the policy needs, read in one short session."""
-    nodes = list(s.scalars(select(NodeRow).order_by(NodeRow.name)))
-    claimed: dict[int, set[int]] = defaultdict(set)
-    for node_id, dev in s.execute(select(DeviceClaimRow.node_id, DeviceClaimRow.device_index)):
-        claimed[node_id].add(dev)
-    used_cpu: dict[int, int] = defaultdict(int)
-    used_mem: dict[int, int] = defaultdict(int)
-    active = [str(x) for x in ACTIVE]
-    for node_id, cpus, mem in s.execute(
-        select(JobPlacementRow.node_id, JobRow.cpus_per_node, JobRow.memory_mb_per_node)
-        .join(JobRow, JobRow.id == JobPlacementRow.job_id)
-        .where(JobRow.status.in_(active))
-    ):
-        used_cpu[node_id] += cpus
-        used_mem[node_id] += mem
-    views = tuple(
-        NodeView(
-            name=n.name,
-            accelerator_type=n.accelerator_type,
-            device_count=n.device_count,
-            free_devices=tuple(i for i in range(n.device_count) if i not in claimed[n.id]),
-            free_cpus=n.cpus - used_cpu[n.id],
-            free_memory_mb=n.memory_mb - used_mem[n.id],
-            schedulable=n.status == "READY",
-        )
-        for n in nodes
-    )
-    pending_rows = s.execute(
-        select(JobRow, OrgRow.name)
-        .join(OrgRow, OrgRow.id == JobRow.org_id)
-        .where(JobRow.status == str(JobStatus.PENDING))
-        .order_by(JobRow.submitted_at, JobRow.id)
-    ).all()
-    pending = tuple(
-        JobRequest(
-            id=row.id,
-            org=org,
-            resources=Resources(
-                tuple(row.accelerator_types), row.devices_per_node, row.node_count, row.cpus_per_node, row.memory_mb_per_node
-            ),
-            submitted_at=row.submitted_at.timestamp(),
-            time_limit_s=row.time_limit_s,
-        )
-        for row, org in pending_rows
-    )
-    return Loaded(
-        Snapshot(views, pending),
-        versions={row.id: row.version for row, _ in pending_rows},
-        reasons={row.id: row.reason for row, _ in pending_rows},
-        node_ids={n.name: n.id for n in nodes},
-    )
+def job_project_id(s: Session, job_id: int) -> int:
+    pid = s.scalar(select(JobRow.project_id).where(JobRow.id == job_id))
+    assert pid is not None
+    return pid

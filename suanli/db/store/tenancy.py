@@ -7,6 +7,7 @@ work); lookups by name return None when absent; converters are the only row→do
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,12 +18,14 @@ from suanli.db.models import (
     OrgRow,
     PoolRow,
     PriceRow,
+    PriorityClassRow,
     ProjectRow,
+    QuotaRow,
     TokenRow,
     UserRow,
 )
 from suanli.identity import Principal, Role, hash_token
-from scheduler.types import Vendor
+from scheduler.types import PriorityClass, Quota, Vendor
 
 
 def get_or_create_pool(s: Session, name: str, shares: int = 1) -> PoolRow:
@@ -125,6 +128,55 @@ def current_price(s: Session, accelerator_type: str, at: datetime) -> Price | No
         .limit(1)
     )
     return price_from_row(row) if row else None
+
+
+def priority_classes(s: Session) -> dict[str, PriorityClass]:
+    return {r.name: PriorityClass(float(r.value), r.preemptible) for r in s.scalars(select(PriorityClassRow))}
+
+
+def set_priority_class(s: Session, name: str, value: float, preemptible: bool, description: str = "") -> None:
+    row = s.get(PriorityClassRow, name)
+    if row is None:
+        s.add(PriorityClassRow(name=name, value=Decimal(str(value)), preemptible=preemptible, description=description))
+    else:
+        row.value, row.preemptible = Decimal(str(value)), preemptible
+        if description:
+            row.description = description
+    s.flush()
+
+
+def quotas(s: Session) -> tuple[dict[tuple[str, str], Quota], dict[tuple[str, str], Quota]]:
+    """(org quotas, pool quotas), each keyed by (name, accelerator type)."""
+    orgs = dict(s.execute(select(OrgRow.id, OrgRow.name)).all())
+    pools = dict(s.execute(select(PoolRow.id, PoolRow.name)).all())
+    by_org: dict[tuple[str, str], Quota] = {}
+    by_pool: dict[tuple[str, str], Quota] = {}
+    for q in s.scalars(select(QuotaRow)):
+        if q.scope == "org" and q.scope_id in orgs:
+            by_org[(orgs[q.scope_id], q.accelerator_type)] = Quota(q.guaranteed, q.limit)
+        elif q.scope == "pool" and q.scope_id in pools:
+            by_pool[(pools[q.scope_id], q.accelerator_type)] = Quota(q.guaranteed, q.limit)
+    return by_org, by_pool
+
+
+def set_quota(s: Session, scope: str, scope_id: int, accelerator_type: str, guaranteed: int, limit: int | None) -> QuotaRow:
+    row = s.scalar(select(QuotaRow).where(QuotaRow.scope == scope, QuotaRow.scope_id == scope_id,
+                                          QuotaRow.accelerator_type == accelerator_type))
+    if row is None:
+        row = QuotaRow(scope=scope, scope_id=scope_id, accelerator_type=accelerator_type, guaranteed=guaranteed, limit=limit)
+        s.add(row)
+    else:
+        row.guaranteed, row.limit = guaranteed, limit
+    s.flush()
+    return row
+
+
+def current_prices(s: Session, at: datetime) -> dict[str, int]:
+    """Every type's price in effect at `at`."""
+    out: dict[str, int] = {}
+    for row in s.scalars(select(PriceRow).where(PriceRow.effective_from <= at).order_by(PriceRow.effective_from, PriceRow.id)):
+        out[row.accelerator_type] = row.fen_per_device_hour  # later rows win
+    return out
 
 
 def price_from_row(row: PriceRow) -> Price:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 17:25:44.745967
+Create Date: 2026-11-25
 """
 
 from alembic import op
