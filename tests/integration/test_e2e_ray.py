@@ -222,3 +222,47 @@ def test_runner_that_cannot_be_placed_is_requeued_then_failed(local_ray, tmp_pat
     nodes = c.client.get("/v1/nodes", headers=c.headers(m.token)).json()
     assert nodes[0]["devices_free"] == 8
     c.db.dispose()
+
+
+def test_reclaim_preempts_a_borrowing_job_requeues_it_and_starts_the_guaranteed_one(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants (live loop, real Ray): when an org below its guarantee cannot start, the
+    most recently started borrowing job of another org gets its stop signal (SIGTERM) and
+    grace period, is charged for the time it ran, goes back to PENDING keeping its submit
+    time with restart count 1, and the guaranteed job then starts on the freed server."""
+    from suanli.db.store import tenancy
+
+    borrower, owner = ray_center.new_org(), ray_center.new_org()
+    with ray_center.db.begin() as s:
+        org = tenancy.get_org(s, owner.org)
+        tenancy.set_quota(s, "org", org.id, "nvidia-a100-80g", 8, None)
+    loop_cmd = "trap 'echo got SIGTERM; exit 0' TERM; echo started; while true; do sleep 0.2; done"
+    big = {"accelerator": "nvidia-a100-80g", "devices_per_node": 8, "cpus_per_node": 1, "memory_per_node": 512}
+    first = submit(ray_center, borrower, name="b1", resources=big, command=loop_cmd, grace_period=2)
+    wait_for(ray_center, borrower, first["id"], {"RUNNING"})
+    second = submit(ray_center, borrower, name="b2", resources=big, command=loop_cmd, grace_period=2)
+    victim_node = wait_for(ray_center, borrower, second["id"], {"RUNNING"})["placements"][0]["node"]
+    wait_log(ray_center, borrower, second["id"], "started")
+    try:
+        claim = submit(ray_center, owner, name="mine", resources=big, command="echo mine; sleep 1")
+        done = wait_for(ray_center, owner, claim["id"], TERMINAL, timeout=90)
+        assert done["status"] == "SUCCEEDED", done["reason"]
+        victim = ray_center.client.get(f"/v1/jobs/{second['id']}", headers=ray_center.headers(borrower.token)).json()
+        assert victim["status"] in ("PENDING", "STARTING", "RUNNING") and victim["restart_count"] == 1
+        assert victim["submitted_at"] == second["submitted_at"]
+        assert "got SIGTERM" in logs(ray_center, borrower, second["id"])
+        events = ray_center.client.get(f"/v1/jobs/{second['id']}/events", headers=ray_center.headers(borrower.token)).json()
+        steps = [(e["from_status"], e["to_status"]) for e in events]
+        assert ("RUNNING", "PREEMPTING") in steps and ("PREEMPTING", "PENDING") in steps
+        preempt = next(e for e in events if e["to_status"] == "PREEMPTING")
+        assert f"job {claim['id']}" in preempt["reason"] and owner.org in preempt["reason"]
+        assert done["placements"][0]["node"] == victim_node  # the reserved, freed server
+        untouched = ray_center.client.get(f"/v1/jobs/{first['id']}", headers=ray_center.headers(borrower.token)).json()
+        assert untouched["restart_count"] == 0  # the earlier-started borrowing job was not needed
+        charges = [t for t in ray_center.client.get("/v1/balance?recent=50", headers=ray_center.headers(borrower.token)).json()["recent"]
+                   if t["job_id"] == second["id"]]
+        assert len(charges) == 1 and charges[0]["key"] == f"charge:job:{second['id']}"
+    finally:
+        for job in (first, second):
+            ray_center.client.post(f"/v1/jobs/{job['id']}/cancel", headers=ray_center.headers(borrower.token))
+        for job in (first, second):
+            wait_for(ray_center, borrower, job["id"], TERMINAL)
