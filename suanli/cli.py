@@ -175,8 +175,10 @@ def describe(job_id: int, as_json: JsonOpt = False) -> None:
     rows = [
         ("Job", f"{job['id']} {job['name']}"),
         ("Org / project / user", f"{job['org']} / {job['project']} / {job['user']}"),
-        ("Status", job["status"]),
-        ("Reason", job["reason"]),
+        ("Status", job["status"] + (f" (restarted {job['restart_count']}x)" if job["restart_count"] else "")),
+        ("Reason", job["reason"] + (f" [{job['reason_code']}]" if job["reason_code"] else "")),
+        ("Priority", _priority_text(job)),
+        ("Estimated start", job["estimated_start_at"] or "-"),
         ("Asked", f"{r['nodes']} node(s) x {r['devices_per_node']} {'|'.join(r['accelerator_types'])}, "
                   f"{r['cpus_per_node']} CPUs, {r['memory_mb_per_node']} MiB per node"),
         ("Time limit", f"{job['time_limit_s']}s (grace {job['grace_s']}s)"),
@@ -194,6 +196,13 @@ def describe(job_id: int, as_json: JsonOpt = False) -> None:
     for e in events:
         out.print(f"  {e['at'][:23].replace('T', ' ')}  {e['from_status'] or '-':>10} → {e['to_status'] or '-':<10} {e['reason']}",
                   markup=False, soft_wrap=True)
+
+
+def _priority_text(job: dict[str, Any]) -> str:
+    if job["priority"] is None:
+        return f"class {job['priority_class']}"
+    factors = ", ".join(f"{f['name']} {f['factor']:.3f}×{f['weight']:g}" for f in job["priority_factors"])
+    return f"{job['priority']:.4f} = weighted mean of ({factors}); class {job['priority_class']}"
 
 
 @app.command()
