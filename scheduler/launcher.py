@@ -6,8 +6,9 @@ Invariants:
   namespace), so a restarted scheduler finds its runners by name.
 - A runner asks Ray for exactly its assignment: the vendor's device count (`num_gpus` or the
   `NPU` resource), one `dev-<i>` resource per assigned device, CPUs and memory, and a label
-  selector on `suanli.io/node` = the server's name. Ray therefore refuses to put two jobs on
-  one device even if the database were wrong; the command still sees the assigned device
+  selector on `suanli.io/node` = the server's name (a fractional job asks for its share of
+  `dev-<i>`). Ray therefore refuses to put two jobs on one device even if the database
+  were wrong; the command still sees the assigned device
   numbers (the runner overwrites the visibility variable), never Ray's own GPU ids.
 - Calls that start or stop work return at once; `poll` gathers every runner's state in one
   `ray.wait` with a timeout, so one slow actor does not stall the scheduling cycle.
@@ -63,6 +64,7 @@ def rank_spec(spec: LaunchSpec, rank: int) -> RankSpec:
         SUANLI_RANK=str(rank),
         SUANLI_NNODES=str(len(spec.placements)),
         SUANLI_RESTART_COUNT=str(spec.restart_count),
+        SUANLI_DEVICE_FRACTION=f"{spec.device_milli / 1000:g}",
     )
     return RankSpec(
         job_id=spec.job_id,
@@ -138,8 +140,9 @@ class RayLauncher:
         return f"suanli-job-{job_id}-{rank}"
 
     def launch(self, spec: LaunchSpec) -> None:
+        share = spec.device_milli / 1000  # a fraction of each device for fractional jobs
         for rank, placement in enumerate(spec.placements):
-            resources = {device_resource(d): 1.0 for d in placement.devices}
+            resources = {device_resource(d): share for d in placement.devices}
             opts: dict[str, Any] = dict(
                 name=self.actor_name(spec.job_id, rank),
                 namespace=self.namespace,
@@ -150,7 +153,7 @@ class RayLauncher:
                 max_restarts=0,
                 max_task_retries=0,
             )
-            n = len(placement.devices)
+            n = len(placement.devices) * share
             if spec.vendor.ray_resource == "GPU":
                 opts["num_gpus"] = n
             else:

@@ -159,8 +159,8 @@ class SchedulerLoop:
                     return False  # cancelled (or otherwise changed) since the snapshot
                 job_store.claim(s, d.job_id, d, node_ids)
                 job = job_store.get_job(s, d.job_id)
-        except IntegrityError:
-            log.warning("job %s: devices already claimed; will retry next cycle", d.job_id)
+        except (IntegrityError, job_store.DeviceBusy) as e:
+            log.warning("job %s: devices already claimed (%s); will retry next cycle", d.job_id, e)
             return False
         assert job is not None
         try:
@@ -188,6 +188,7 @@ class SchedulerLoop:
             time_limit_s=job.time_limit_s,
             grace_s=job.grace_s,
             restart_count=job.restart_count,
+            device_milli=job.resources.device_milli,
         )
 
     def run(self, stop: threading.Event, interval_s: float) -> None:

@@ -351,6 +351,7 @@ class LaunchSpec:
     time_limit_s: int
     grace_s: float
     restart_count: int = 0
+    device_milli: int = 1000
 
 
 class RunnerPhase(StrEnum):

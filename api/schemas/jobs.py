@@ -12,7 +12,8 @@ import shlex
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from api.schemas.common import parse_duration, parse_memory_mib
 from scheduler.types import Job, JobSubmission, Resources
@@ -37,6 +38,21 @@ class ResourcesIn(BaseModel):
     nodes: int = Field(1, ge=1, le=256, description="Servers (all start together, or none)")
     cpus_per_node: int = Field(4, ge=1, le=1024)
     memory_per_node: str | int = Field("16Gi", validate_default=True, description="MiB as a number, or '512Mi', '16Gi', …")
+    device_fraction: float = Field(1.0, gt=0, le=1, description="Share of one device (e.g. 0.25), in thousandths at most; "
+                                   "below 1 only with one device on one server: fractional jobs share devices")
+
+    @field_validator("device_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if abs(v * 1000 - round(v * 1000)) > 1e-9:
+            raise ValueError("give the fraction in thousandths at most (e.g. 0.25, 0.125)")
+        return v
+
+    @model_validator(mode="after")
+    def _fraction_shape(self) -> ResourcesIn:
+        if self.device_fraction < 1 and (self.devices_per_node != 1 or self.nodes != 1):
+            raise PydanticCustomError("fraction_shape", "a fractional share needs devices_per_node: 1 and nodes: 1")
+        return self
 
     @field_validator("accelerator")
     @classmethod
@@ -139,6 +155,7 @@ def submission_from_spec(spec: JobSpecIn, default_time_limit_s: int, max_time_li
             nodes=r.nodes,
             cpus_per_node=r.cpus_per_node,
             memory_mb_per_node=int(r.memory_per_node),
+            device_milli=round(r.device_fraction * 1000),
         ),
         time_limit_s=int(time_limit),
         grace_s=float(spec.grace_period if spec.grace_period is not None else default_grace_s),
@@ -156,6 +173,7 @@ class ResourcesOut(BaseModel):
     nodes: int
     cpus_per_node: int
     memory_mb_per_node: int
+    device_fraction: float
 
 
 class PlacementOut(BaseModel):
@@ -222,6 +240,7 @@ def job_out(job: Job) -> JobOut:
             nodes=r.nodes,
             cpus_per_node=r.cpus_per_node,
             memory_mb_per_node=r.memory_mb_per_node,
+            device_fraction=r.device_milli / 1000,
         ),
         time_limit_s=job.time_limit_s,
         grace_s=job.grace_s,

@@ -7,7 +7,8 @@ Invariants:
 - Timestamps are timezone-aware UTC (`UTCDateTime`), on SQLite as on PostgreSQL.
 - Money is integer fen (`BigInteger`), never float.
 - `device_claims` has one row per (server, device) in use: its primary key is what makes a
-  double allocation impossible even if two schedulers raced.
+  double allocation impossible even if two schedulers raced. A device shared by fractional
+  jobs has one claim row with no job, and one `device_shares` row per job.
 - `jobs.version` guards every update of a job (0 rows updated = stale, never overwritten).
 - Ledger rows are only ever inserted; a transaction's entries sum to zero and its `key` is
   unique, so replaying a charge is a no-op.
@@ -26,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -253,10 +255,27 @@ class JobPlacementRow(Base):
 
 
 class DeviceClaimRow(Base):
+    """One row per device in use. `job_id` is the job holding the whole device, or NULL for
+    a device shared by fractional jobs (their shares are `device_shares` rows)."""
+
     __tablename__ = "device_claims"
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
     device_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True, nullable=True)
+
+
+class DeviceShareRow(Base):
+    """A fractional job's share of a shared device (thousandths). The shares of a device sum
+    to at most 1000; `store.jobs.claim` checks it under the device row's lock."""
+
+    __tablename__ = "device_shares"
+    __table_args__ = (
+        ForeignKeyConstraint(["node_id", "device_index"], ["device_claims.node_id", "device_claims.device_index"]),
+    )
+    node_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True, index=True)
+    milli: Mapped[int] = mapped_column(Integer)
 
 
 class JobEventRow(Base):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from quota.ledger import cost_fen, duration_ms
+from quota.ledger import cost_fen, cost_fen_milli, duration_ms
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -266,3 +266,29 @@ def test_reclaim_preempts_a_borrowing_job_requeues_it_and_starts_the_guaranteed_
             ray_center.client.post(f"/v1/jobs/{job['id']}/cancel", headers=ray_center.headers(borrower.token))
         for job in (first, second):
             wait_for(ray_center, borrower, job["id"], TERMINAL)
+
+
+def test_fractional_jobs_share_one_device_and_pay_their_share(ray_center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: two half-device jobs run at the same time on the same device of the same
+    server (Ray holds half of `dev-<i>` for each), see the same visibility variable and
+    their fraction, and each is charged for half a device."""
+    m = ray_center.new_org()
+    half = {"accelerator": "ascend-910b", "device_fraction": 0.5, "cpus_per_node": 1, "memory_per_node": 256}
+    cmd = 'echo "dev=$ASCEND_RT_VISIBLE_DEVICES frac=$SUANLI_DEVICE_FRACTION"; sleep 3'
+    a = submit(ray_center, m, name="half-a", resources=half, command=cmd)
+    b = submit(ray_center, m, name="half-b", resources=half, command=cmd)
+    ra = wait_for(ray_center, m, a["id"], {"RUNNING", *TERMINAL})
+    rb = wait_for(ray_center, m, b["id"], {"RUNNING", *TERMINAL})
+    assert ra["placements"] == rb["placements"] and len(ra["placements"][0]["devices"]) == 1
+    nodes = {n["name"]: n for n in ray_center.client.get("/v1/nodes", headers=ray_center.headers(m.token)).json()}
+    assert nodes[ra["placements"][0]["node"]]["devices_free"] == 7  # one device, shared by both
+    da, db = (wait_for(ray_center, m, j["id"], TERMINAL) for j in (a, b))
+    assert da["status"] == db["status"] == "SUCCEEDED"
+    dev = ra["placements"][0]["devices"][0]
+    for job in (da, db):
+        assert f"dev={dev} frac=0.5" in logs(ray_center, m, job["id"])
+        ms = duration_ms(datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["ended_at"]))
+        assert job["cost_fen"] == cost_fen_milli(500, ms, job["price_fen_per_device_hour"])
+    starts = sorted(datetime.fromisoformat(j["started_at"]) for j in (da, db))
+    ends = sorted(datetime.fromisoformat(j["ended_at"]) for j in (da, db))
+    assert starts[1] < ends[0]  # they overlapped

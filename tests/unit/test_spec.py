@@ -43,6 +43,12 @@ def test_full_spec_converts_to_submission() -> None:
     assert (sub.project, sub.working_dir) == ("p1", "/w")
 
 
+def test_fractional_share_converts_to_thousandths() -> None:
+    """Invariant: a device fraction reaches the domain exactly, in thousandths."""
+    s = JobSpecIn.model_validate(spec(resources={"accelerator": "nvidia-a100-80g", "device_fraction": 0.125}))
+    assert submission_from_spec(s, 3600, 86400, 10.0).resources.device_milli == 125
+
+
 def test_defaults_come_from_settings() -> None:
     """Invariant: without time_limit/grace_period the center's defaults apply."""
     sub = submission_from_spec(JobSpecIn.model_validate(spec()), 3600, 86400, 10.0)
@@ -67,6 +73,9 @@ def test_defaults_come_from_settings() -> None:
         (spec(env={"1BAD": "x"}), "env"),
         (spec(name="has space"), "name"),
         (spec(priority="high"), "priority"),
+        (spec(resources={"accelerator": "x", "device_fraction": 0.2505}), "resources.device_fraction"),
+        (spec(resources={"accelerator": "x", "device_fraction": 0}), "resources.device_fraction"),
+        (spec(resources={"accelerator": "x", "device_fraction": 0.5, "devices_per_node": 2}), "resources"),
         ({"resources": {"accelerator": "x"}, "command": "c"}, "name"),
     ],
 )

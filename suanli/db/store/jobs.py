@@ -36,6 +36,7 @@ from scheduler.types import (
 )
 from suanli.db.models import (
     AcceleratorTypeRow,
+    DeviceShareRow,
     UsageRow,
     DeviceClaimRow,
     JobEventRow,
@@ -106,17 +107,56 @@ def apply_transition(
 
 
 def claim(s: Session, job_id: int, start: Start, node_ids: dict[str, int]) -> None:
-    """Claim the devices of `start` for the job and record where it is placed."""
+    """Claim the devices of `start` for the job and record where it is placed.
+
+    Whole devices: one `device_claims` row each (the primary key refuses a device in use).
+    A fractional share: the device's claim row must be absent or shared (no job); it is
+    locked, and the shares must stay within 1000 thousandths, else `DeviceBusy`."""
     for rank, p in enumerate(start.placements):
         node_id = node_ids[p.node]
         s.add(JobPlacementRow(job_id=job_id, rank=rank, node_id=node_id, devices=list(p.devices)))
         for d in p.devices:
-            s.add(DeviceClaimRow(node_id=node_id, device_index=d, job_id=job_id))
+            if start.device_milli >= 1000:
+                s.add(DeviceClaimRow(node_id=node_id, device_index=d, job_id=job_id))
+            else:
+                _share(s, node_id, d, job_id, start.device_milli)
     s.flush()
 
 
+class DeviceBusy(Exception):
+    """A device cannot take the share asked (the snapshot was stale)."""
+
+
+def _share(s: Session, node_id: int, device: int, job_id: int, milli: int) -> None:
+    row = s.scalar(
+        select(DeviceClaimRow).where(DeviceClaimRow.node_id == node_id, DeviceClaimRow.device_index == device).with_for_update()
+    )
+    if row is None:
+        s.add(DeviceClaimRow(node_id=node_id, device_index=device, job_id=None))
+        s.flush()
+    elif row.job_id is not None:
+        raise DeviceBusy(f"device {device} of node {node_id} is held whole by job {row.job_id}")
+    used = s.scalar(
+        select(func.coalesce(func.sum(DeviceShareRow.milli), 0)).where(
+            DeviceShareRow.node_id == node_id, DeviceShareRow.device_index == device)
+    ) or 0
+    if used + milli > 1000:
+        raise DeviceBusy(f"device {device} of node {node_id} has {1000 - used}/1000 left, {milli} asked")
+    s.add(DeviceShareRow(node_id=node_id, device_index=device, job_id=job_id, milli=milli))
+
+
 def release(s: Session, job_id: int) -> None:
+    """Drop the job's whole-device claims and shares, and shared devices left with no share."""
     s.execute(delete(DeviceClaimRow).where(DeviceClaimRow.job_id == job_id))
+    shared = s.execute(select(DeviceShareRow.node_id, DeviceShareRow.device_index).where(DeviceShareRow.job_id == job_id)).all()
+    if shared:
+        s.execute(delete(DeviceShareRow).where(DeviceShareRow.job_id == job_id))
+        for node_id, device in shared:
+            left = s.scalar(select(func.count()).select_from(DeviceShareRow).where(
+                DeviceShareRow.node_id == node_id, DeviceShareRow.device_index == device))
+            if not left:
+                s.execute(delete(DeviceClaimRow).where(DeviceClaimRow.node_id == node_id, DeviceClaimRow.device_index == device,
+                                                       DeviceClaimRow.job_id.is_(None)))
 
 
 def clear_placements(s: Session, job_id: int) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.types import Device, Node, NodeReport
-from suanli.db.models import DeviceClaimRow, NodeRow
+from suanli.db.models import DeviceClaimRow, DeviceShareRow, NodeRow
 from suanli.errors import conflict
 
 
@@ -80,7 +80,12 @@ def node_from_row(row: NodeRow, allocated: dict[int, int]) -> Node:
 def list_nodes(s: Session) -> list[Node]:
     allocated: dict[int, dict[int, int]] = defaultdict(dict)
     for node_id, dev, job_id in s.execute(select(DeviceClaimRow.node_id, DeviceClaimRow.device_index, DeviceClaimRow.job_id)):
-        allocated[node_id][dev] = job_id
+        if job_id is not None:
+            allocated[node_id][dev] = job_id
+    for node_id, dev, job_id in s.execute(
+        select(DeviceShareRow.node_id, DeviceShareRow.device_index, DeviceShareRow.job_id).order_by(DeviceShareRow.job_id)
+    ):
+        allocated[node_id].setdefault(dev, job_id)  # a shared device shows its first job
     return [node_from_row(r, allocated[r.id]) for r in s.scalars(select(NodeRow).order_by(NodeRow.name))]
 
 

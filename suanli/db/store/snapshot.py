@@ -2,8 +2,9 @@
 short session.
 
 Invariants:
-- Free devices are the server's devices minus the `device_claims` rows; CPUs and memory
-  are what active jobs (STARTING, RUNNING, CANCELLING, PREEMPTING) have not taken.
+- Free devices are the server's devices minus the `device_claims` rows; shared devices
+  (fractional jobs) show what their shares leave; CPUs and memory are what active jobs
+  (STARTING, RUNNING, CANCELLING, PREEMPTING) have not taken.
 - Usage per project = its stored decayed accumulator seen at `now`, plus the decayed usage
   of its runs still going (from their start to now), in billing units
   (device-seconds × the type's billing weight).
@@ -39,6 +40,7 @@ from scheduler.types import (
 from suanli.db.models import (
     AcceleratorTypeRow,
     DeviceClaimRow,
+    DeviceShareRow,
     JobPlacementRow,
     JobRow,
     LedgerEntryRow,
@@ -69,6 +71,9 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
     claimed: dict[int, set[int]] = defaultdict(set)
     for node_id, dev in s.execute(select(DeviceClaimRow.node_id, DeviceClaimRow.device_index)):
         claimed[node_id].add(dev)
+    shares: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for node_id, dev, milli in s.execute(select(DeviceShareRow.node_id, DeviceShareRow.device_index, DeviceShareRow.milli)):
+        shares[node_id][dev] += milli
     orgs = {o.id: o for o in s.scalars(select(OrgRow))}
     pools = {p.id: p for p in s.scalars(select(PoolRow))}
     projects = {p.id: p for p in s.scalars(select(ProjectRow))}
@@ -117,6 +122,7 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
             free_devices=tuple(i for i in range(n.device_count) if i not in claimed[n.id]),
             free_cpus=n.cpus - used_cpu[n.id], free_memory_mb=n.memory_mb - used_mem[n.id],
             schedulable=n.status == "READY", rack=(n.labels or {}).get("rack") or None,
+            shared=tuple(sorted((dev, 1000 - used) for dev, used in shares[n.id].items() if used < 1000)),
         )
         for n in nodes
     )
