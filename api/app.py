@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routers import billing, jobs, nodes
+from api.routers import admin, billing, jobs, nodes
 from api.schemas.common import Problem
 from api.schemas.jobs import JobSpecIn
 from api.validation import validation_error
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app = FastAPI(
         title="suanli",
         version=__version__,
-        description="Public AI compute center: jobs, nodes and billing. Errors are RFC 9457 problem+json.",
+        description="Public AI compute center: jobs, nodes, billing and the fair-share model. Errors are RFC 9457 problem+json.",
     )
     app.state.settings = settings
     app.state.db = db
@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(jobs.router)
     app.include_router(nodes.router)
     app.include_router(billing.router)
+    app.include_router(admin.router)
     _document_raw_bodies(app)
     return app
 

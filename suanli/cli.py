@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from suanli.client import TERMINAL, ApiError, ApiUnreachable, Client
@@ -31,7 +32,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
 def fail(message: str, code: int, fields: list[dict[str, str]] | None = None) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     for f in fields or []:
         err.print(f"  {f.get('field')}: {f.get('message')}", markup=False)
     raise typer.Exit(code)
@@ -289,6 +290,14 @@ def bench_scheduler(
     else:
         for k, v in result.items():
             out.print(f"{k:<24} {v}")
+
+
+# ---------------------------------------------------------------------------- center admins
+
+# Imported here, after the helpers above, because `suanli.cli_admin` takes them from this module.
+from suanli.cli_admin import admin_app  # noqa: E402
+
+app.add_typer(admin_app, name="admin")
 
 
 # ---------------------------------------------------------------------------- processes

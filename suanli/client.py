@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -142,3 +143,39 @@ class Client:
 
     def healthz(self) -> dict[str, Any]:
         return self._json("GET", "/healthz")  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ fair-share model (center admins)
+    def set_quota(self, name: str, accelerator_type: str, guaranteed: int, limit: int | None = None,
+                  scope: str = "org") -> dict[str, Any]:
+        """Set the guarantee and limit of an org (or, with scope="pool", a pool) for a type."""
+        body = {"guaranteed": guaranteed, "limit": limit}
+        return self._json("PUT", f"/v1/admin/quotas/{_seg(scope)}/{_seg(name)}/{_seg(accelerator_type)}", json=body)  # type: ignore[no-any-return]
+
+    def delete_quota(self, name: str, accelerator_type: str, scope: str = "org") -> None:
+        self._request("DELETE", f"/v1/admin/quotas/{_seg(scope)}/{_seg(name)}/{_seg(accelerator_type)}")
+
+    def quotas(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/admin/quotas")  # type: ignore[no-any-return]
+
+    def set_shares(self, kind: str, name: str, shares: int) -> dict[str, Any]:
+        """kind: pool, org or project (name ORG/PROJECT)."""
+        return self._json("PUT", f"/v1/admin/shares/{_seg(kind)}/{quote(name, safe='/')}", json={"shares": shares})  # type: ignore[no-any-return]
+
+    def shares(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/admin/shares")  # type: ignore[no-any-return]
+
+    def set_priority_class(self, name: str, value: float, preemptible: bool = False,
+                           description: str | None = None) -> dict[str, Any]:
+        body = {"value": value, "preemptible": preemptible, "description": description}
+        return self._json("PUT", f"/v1/admin/priority-classes/{_seg(name)}", json=body)  # type: ignore[no-any-return]
+
+    def priority_classes(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/priority-classes")  # type: ignore[no-any-return]
+
+    def create_project(self, org: str, name: str) -> dict[str, Any]:
+        return self._json("POST", "/v1/admin/projects", json={"org": org, "name": name})  # type: ignore[no-any-return]
+
+
+def _seg(value: str) -> str:
+    """One path segment, escaped."""
+    return quote(value, safe="")

@@ -74,7 +74,7 @@ def test_submit_wait_logs_describe_balance(cli) -> None:  # type: ignore[no-unty
     assert charge and charge[0]["amount_fen"] == -desc["cost_fen"]
     assert [j["id"] for j in json.loads(cli("jobs", "--json"))] == [job_id]
     human = cli("describe", str(job_id))
-    assert "Events:" in human and "SUCCEEDED" in human
+    assert "Events:" in human and "SUCCEEDED" in human and "fairshare" in human
     assert "¥" in cli("balance")
 
 
@@ -123,7 +123,8 @@ def test_errors_name_the_field_and_use_stable_exit_codes(cli, tmp_path: Path) ->
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [oops\n")
     assert "not valid YAML" in cli("submit", str(broken), expect=2)
-    assert "not found" in cli("describe", "999999", expect=4)
+    missing = cli("describe", "999999", expect=4)
+    assert "not found" in missing and "[job_not_found]" in missing
     assert "cannot read" in cli("submit", str(tmp_path / "missing.yaml"), expect=2)
 
 

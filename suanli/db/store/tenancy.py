@@ -1,4 +1,5 @@
-"""Store: pools, orgs, projects, users, tokens, accelerator types and prices.
+"""Store: pools, orgs, projects, users, tokens, accelerator types and prices; quotas, shares
+and priority classes.
 
 Invariants: functions take an open session and never commit (the caller owns the unit of
 work); lookups by name return None when absent; converters are the only row→domain path.
@@ -9,12 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from quota.types import Price
 from suanli.db.models import (
     AcceleratorTypeRow,
+    NodeRow,
     OrgRow,
     PoolRow,
     PriceRow,
@@ -181,3 +183,92 @@ def current_prices(s: Session, at: datetime) -> dict[str, int]:
 
 def price_from_row(row: PriceRow) -> Price:
     return Price(row.accelerator_type, row.fen_per_device_hour, row.effective_from)
+
+
+# ---------------------------------------------------------------------------- fair-share model
+# Used by the center admin's service (`suanli.admin`). Lookups return None when absent.
+
+
+def get_pool(s: Session, name: str) -> PoolRow | None:
+    return s.scalar(select(PoolRow).where(PoolRow.name == name))
+
+
+def lock_accelerator_type(s: Session, name: str) -> AcceleratorTypeRow | None:
+    """The type's row, locked until commit (PostgreSQL `FOR UPDATE`; SQLite's `BEGIN
+    IMMEDIATE` already serializes writers): quota changes of one type queue behind each other,
+    so two concurrent guarantees cannot both pass the capacity check."""
+    return s.scalar(select(AcceleratorTypeRow).where(AcceleratorTypeRow.name == name).with_for_update())
+
+
+def get_quota(s: Session, scope: str, scope_id: int, accelerator_type: str) -> QuotaRow | None:
+    return s.scalar(select(QuotaRow).where(QuotaRow.scope == scope, QuotaRow.scope_id == scope_id,
+                                          QuotaRow.accelerator_type == accelerator_type))
+
+
+def delete_quota(s: Session, scope: str, scope_id: int, accelerator_type: str) -> bool:
+    """Remove the quota; False when there was none."""
+    row = get_quota(s, scope, scope_id, accelerator_type)
+    if row is None:
+        return False
+    s.delete(row)
+    s.flush()
+    return True
+
+
+def quota_rows(s: Session) -> list[tuple[str, QuotaRow]]:
+    """Every quota of an existing org or pool with that org's or pool's name, sorted by
+    (scope, name, accelerator type)."""
+    names = {
+        "org": dict(s.execute(select(OrgRow.id, OrgRow.name)).all()),
+        "pool": dict(s.execute(select(PoolRow.id, PoolRow.name)).all()),
+    }
+    out = [(names[q.scope][q.scope_id], q) for q in s.scalars(select(QuotaRow))
+           if q.scope in names and q.scope_id in names[q.scope]]
+    return sorted(out, key=lambda x: (x[1].scope, x[0], x[1].accelerator_type))
+
+
+def guaranteed_total(s: Session, scope: str, accelerator_type: str, except_scope_id: int | None = None) -> int:
+    """Sum of the guarantees of one type over every existing org (or pool), leaving out one."""
+    owner = OrgRow if scope == "org" else PoolRow
+    q = (select(func.coalesce(func.sum(QuotaRow.guaranteed), 0))
+         .join(owner, owner.id == QuotaRow.scope_id)
+         .where(QuotaRow.scope == scope, QuotaRow.accelerator_type == accelerator_type))
+    if except_scope_id is not None:
+        q = q.where(QuotaRow.scope_id != except_scope_id)
+    return int(s.scalar(q) or 0)
+
+
+def capacity_by_type(s: Session) -> dict[str, int]:
+    """Devices of each type on registered servers that are not drained."""
+    rows = s.execute(select(NodeRow.accelerator_type, func.sum(NodeRow.device_count))
+                     .where(NodeRow.status != "DRAINED").group_by(NodeRow.accelerator_type))
+    return {t: int(n or 0) for t, n in rows}
+
+
+def share_rows(s: Session) -> tuple[list[PoolRow], list[tuple[OrgRow, str]], list[tuple[ProjectRow, str]]]:
+    """The tenancy tree: pools; orgs with their pool's name; projects with their org's name."""
+    pools = list(s.scalars(select(PoolRow).order_by(PoolRow.name)))
+    orgs = [(o, p) for o, p in s.execute(select(OrgRow, PoolRow.name).join(PoolRow, PoolRow.id == OrgRow.pool_id)
+                                         .order_by(OrgRow.name))]
+    projects = [(p, o) for p, o in s.execute(select(ProjectRow, OrgRow.name).join(OrgRow, OrgRow.id == ProjectRow.org_id)
+                                             .order_by(OrgRow.name, ProjectRow.name))]
+    return pools, orgs, projects
+
+
+def priority_class_rows(s: Session) -> list[PriorityClassRow]:
+    return list(s.scalars(select(PriorityClassRow).order_by(PriorityClassRow.name)))
+
+
+def put_priority_class(s: Session, name: str, value: Decimal, preemptible: bool, description: str | None) -> PriorityClassRow:
+    """Create or replace a class's value and preemptibility; `description=None` keeps the
+    current description (empty for a new class)."""
+    row = s.get(PriorityClassRow, name)
+    if row is None:
+        row = PriorityClassRow(name=name, value=value, preemptible=preemptible, description=description or "")
+        s.add(row)
+    else:
+        row.value, row.preemptible = value, preemptible
+        if description is not None:
+            row.description = description
+    s.flush()
+    return row
