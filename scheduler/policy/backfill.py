@@ -94,11 +94,17 @@ class Estimator:
             total += k
             self._cum.append(total)
 
-    def estimate(self, devices: int, now: float) -> float | None:
+    def peek(self, devices: int, now: float) -> float | None:
+        """The estimate `estimate` would give, without counting the job as ahead of others."""
         want = self.ahead + devices
-        self.ahead = want
-        self.count += 1
         if self.free_now >= want:
             return now
         i = bisect.bisect_left(self._cum, want)
         return self.releases[i][0] if i < len(self.releases) else None
+
+    def estimate(self, devices: int, now: float) -> float | None:
+        """The job's estimate; later jobs are estimated behind it."""
+        at = self.peek(devices, now)
+        self.ahead += devices
+        self.count += 1
+        return at

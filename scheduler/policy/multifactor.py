@@ -223,30 +223,52 @@ def _reclaim(st: _State, job: JobRequest, t: str, prio: Priority, preempts: list
 
 def _blocked(st: _State, job: JobRequest, types: list[str], prio: Priority) -> Wait:
     r = job.resources
+    devices = max(1, r.total_milli // 1000)
     # Would it fit now but for a reservation? Then say whose.
     for t in types:
         if st.reservations.get(t) and st.caps[t].place(r) is not None:
             res = st.reservations[t][0]
             return Wait(job.id, WaitCode.BLOCKED_BY_RESERVATION,
                         f"would delay the reservation of job {res.job_id} on {t} (servers {res.describe()})", prio,
-                        _estimate(st, t, r.total_milli // 1000 or 1))
-    t = types[0]
-    if len(st.reservations[t]) < st.snap.config.backfill_depth:
-        res = st.timelines[t].reserve(job.id, r, st.caps[t], st.now)
-        if res is not None:
-            st.reservations[t].append(res)
-            return Wait(job.id, WaitCode.RESERVED,
-                        f"next in line on {t}: reserved servers {res.describe()} from its estimated start", prio, res.at)
+                        _estimate(st, t, devices))
+    # Reserve on the type where it can start earliest (then the cheaper one), if that type
+    # still has a reservation to give.
+    prices = st.snap.prices
+    options = []
+    for order, t in enumerate(types):
+        if len(st.reservations[t]) < st.snap.config.backfill_depth:
+            res = st.timelines[t].reserve(job.id, r, st.caps[t], st.now)
+            if res is not None:
+                options.append((res.at, prices.get(t, 0), order, t, res))
+    if options:
+        _, _, _, t, res = min(options, key=lambda o: o[:3])
+        st.reservations[t].append(res)
+        return Wait(job.id, WaitCode.RESERVED,
+                    f"next in line on {t}: reserved servers {res.describe()} from its estimated start", prio, res.at)
+    # Otherwise an estimate on the type that promises the earliest start.
+    best = min(types, key=lambda t: (_peek(st, t, devices), prices.get(t, 0), types.index(t)))
     return Wait(job.id, WaitCode.NO_CAPACITY_NOW,
-                f"waiting for capacity on {'|'.join(types)} ({st.caps[t].total_free} device(s) free on {t})", prio,
-                _estimate(st, t, max(1, r.total_milli // 1000)))
+                f"waiting for capacity on {'|'.join(types)} ({st.caps[best].total_free} device(s) free on {best})", prio,
+                _estimate(st, best, devices))
 
 
-def _estimate(st: _State, t: str, devices: int) -> float | None:
+def _estimator(st: _State, t: str) -> Estimator:
     est = st.estimators.get(t)
     if est is None:
         releases = [(end, k) for end, _, k in st.timelines[t].events]
         est = st.estimators[t] = Estimator(st.caps[t].total_free, releases)
+    return est
+
+
+def _peek(st: _State, t: str, devices: int) -> float:
+    """When the type could start `devices` after the blocked jobs already estimated there
+    (infinity if never, from what is known)."""
+    at = _estimator(st, t).peek(devices, st.now)
+    return float("inf") if at is None else at
+
+
+def _estimate(st: _State, t: str, devices: int) -> float | None:
+    est = _estimator(st, t)
     if est.count >= st.snap.config.estimate_depth:
         return None
     return est.estimate(devices, st.now)

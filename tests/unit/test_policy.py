@@ -127,6 +127,17 @@ def test_heterogeneous_job_takes_the_cheaper_type_that_can_start() -> None:
     assert decide(snap, NOW).starts[0].accelerator_type == A100
 
 
+def test_blocked_heterogeneous_job_reserves_where_it_starts_earliest() -> None:
+    """Invariant: a job accepting two types that can start on neither now is reserved on the
+    type that frees up first, even if it prefers the other."""
+    nodes = [make_node("a", A100, used=tuple(range(8))), make_node("n", B910, used=tuple(range(8)))]
+    running = [make_running(10, "a", tuple(range(8)), A100, started=NOW, limit=9000),
+               make_running(11, "n", tuple(range(8)), B910, started=NOW, limit=600)]
+    d = decide(make_snapshot(nodes, [make_job(1, 4, types=(A100, B910))], running), NOW)
+    w = waiting(d)[1]
+    assert w.code is WaitCode.RESERVED and "ascend-910b" in w.reason and w.estimated_start == NOW + 600
+
+
 def test_never_fits() -> None:
     """Invariant: a job larger than any server of its types says so."""
     d = decide(make_snapshot([make_node("a")], [make_job(1, 16)]), NOW)
