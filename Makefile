@@ -21,6 +21,7 @@ demo: $(STAMP)
 # Everything: unit, API on SQLite and PostgreSQL, end to end on a local Ray cluster, CLI,
 # `suanli up` itself, the Helm chart. Starts PostgreSQL if it is not running.
 test: $(STAMP) services
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Quick loop while developing: no Ray, no PostgreSQL.

@@ -110,7 +110,7 @@ class TypeCapacity:
 
     def _place_fraction(self, r: Resources, veto: Veto | None) -> tuple[Placement, ...] | None:
         i = bisect.bisect_left(self.shared, (r.device_milli, "", -1))
-        for milli, name, dev in self.shared[i:]:
+        for _milli, name, dev in self.shared[i:]:
             node = self.nodes[name]
             if node.cpus >= r.cpus_per_node and node.memory_mb >= r.memory_mb_per_node:
                 return (Placement(name, (dev,)),)

@@ -23,15 +23,11 @@ from sqlalchemy.orm import Session
 from quota.usage import Accumulator
 from scheduler.states import transition
 from scheduler.types import (
-    ACTIVE,
     Job,
-    JobRequest,
     JobStatus,
     JobSubmission,
-    NodeView,
     Placement,
     Resources,
-    Snapshot,
     Start,
 )
 from suanli.db.models import (
