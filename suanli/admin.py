@@ -103,6 +103,32 @@ def _scope_id(s, scope: Scope, name: str) -> int:  # type: ignore[no-untyped-def
 # ---------------------------------------------------------------------------- quotas
 
 
+def promised(pool_g: dict[int, int], org_g: dict[int, int], pool_of: dict[int, int], scope: Scope, scope_id: int,
+             guaranteed: int, capacity: int) -> tuple[int, int]:
+    """(devices promised with this change, the most this scope could be guaranteed).
+
+    A pool promises max(its own guarantee, the sum of its orgs' guarantees): a pool
+    guarantee bounds its orgs together, and orgs may be promised more than their pool was.
+    The total over pools must not exceed the capacity, or reclaim could not keep them all."""
+    pool_g, org_g = dict(pool_g), dict(org_g)
+    (org_g if scope is Scope.ORG else pool_g)[scope_id] = guaranteed
+    sums: dict[int, int] = {}
+    for org_id, g in org_g.items():
+        sums[pool_of[org_id]] = sums.get(pool_of[org_id], 0) + g
+    pools = set(pool_g) | set(sums)
+    per_pool = {p: max(pool_g.get(p, 0), sums.get(p, 0)) for p in pools}
+    total = sum(per_pool.values())
+    home = pool_of[scope_id] if scope is Scope.ORG else scope_id
+    rest = total - per_pool.get(home, 0)
+    if scope is Scope.ORG:
+        others = sums.get(home, 0) - guaranteed
+        most = capacity - rest - others if rest + pool_g.get(home, 0) <= capacity else 0
+    else:
+        most = capacity - rest if rest + sums.get(home, 0) <= capacity else 0
+    return total, max(most, 0)
+
+
+
 def set_quota(db: Database, who: Principal, scope: Scope, name: str, accelerator_type: str,
               guaranteed: int, limit: int | None) -> QuotaEntry:
     """Create or replace the quota of an org or pool for one accelerator type."""
@@ -120,16 +146,16 @@ def set_quota(db: Database, who: Principal, scope: Scope, name: str, accelerator
                           "accelerator_type")
         current = tenancy.get_quota(s, scope.value, scope_id, accelerator_type)
         before = current.guaranteed if current else 0
-        others = tenancy.guaranteed_total(s, scope.value, accelerator_type, except_scope_id=scope_id)
         capacity = tenancy.capacity_by_type(s).get(accelerator_type, 0)
-        if guaranteed > before and others + guaranteed > capacity:
-            room = max(capacity - others, 0)
+        pool_g, org_g, pool_of = tenancy.promises(s, accelerator_type)
+        total, most = promised(pool_g, org_g, pool_of, scope, scope_id, guaranteed, capacity)
+        if guaranteed > before and total > capacity:
             raise conflict(
                 "guarantees_exceed_capacity",
-                f"{scope.value} guarantees for {accelerator_type} would total {others + guaranteed} devices, but only "
-                f"{capacity} are registered on servers that are not drained (other {scope.value}s hold {others}); "
-                f"guarantees are promises that reclaim must be able to keep, so {scope.value} {name} can be "
-                f"guaranteed at most {max(room, before)} (it has {before})",
+                f"guarantees for {accelerator_type} would promise {total} devices (each pool promises the larger of "
+                f"its own guarantee and the sum of its orgs'), but only {capacity} are registered on servers that "
+                f"are not drained; guarantees are promises that reclaim must be able to keep, so {scope.value} {name} "
+                f"can be guaranteed at most {max(most, before)} (it has {before})",
             )
         row = tenancy.set_quota(s, scope.value, scope_id, accelerator_type, guaranteed, limit)
         return quota_from_row(name, row)

@@ -2,7 +2,8 @@
 reclaim, limits, funds, gang, EASY backfill, fragmentation-aware placement.
 
 Order. Pending jobs are taken in two tiers, and by priority within each:
-  tier 0 — jobs that fit inside their org's guarantee on some accepted type (guarantees
+  tier 0 — jobs that fit inside their org's (or their pool's) guarantee on some accepted
+           type (guarantees
            are promises: they are served before borrowing, as Kueue admits nominal quota
            first); tier 1 — everything else.
 Priority is the multifactor sum of `priority.py` (Fair Tree fair share, age, size, QOS);
@@ -78,8 +79,13 @@ class _State:
     rank: dict[int, float]
 
     def guarantee_room(self, job: JobRequest, t: str) -> bool:
+        """Whether the job fits inside its org's guarantee, or its pool's, on type t."""
+        m = job.resources.total_milli
         g = self.snap.quotas.get((job.org, t), Quota()).guaranteed * 1000
-        return g > 0 and self.org_use[(job.org, t)] + job.resources.total_milli <= g
+        if g > 0 and self.org_use[(job.org, t)] + m <= g:
+            return True
+        pg = self.snap.pool_quotas.get((job.pool, t), Quota()).guaranteed * 1000
+        return pg > 0 and self.pool_use[(job.pool, t)] + m <= pg
 
     def over_limit(self, job: JobRequest, t: str) -> str | None:
         m = job.resources.total_milli
@@ -130,7 +136,7 @@ def decide(snap: Snapshot, now: float) -> Decisions:
     # Running jobs rank by their class then age, for the choice of victims.
     rank = {j.id: snap.classes.get(j.priority_class, snap.classes["normal"]).value for j in snap.running}
     st = _State(snap, now, caps, org_use, pool_use, dict(snap.funds) if snap.funds is not None else None,
-                timelines, defaultdict(list), {}, stopping, borrowing(snap.running, snap.quotas), rank)
+                timelines, defaultdict(list), {}, stopping, borrowing(snap.running, snap.quotas, snap.pool_quotas), rank)
 
     ordered = []
     waits: list[Wait] = []
@@ -208,7 +214,7 @@ def _reclaim(st: _State, job: JobRequest, t: str, prio: Priority, preempts: list
     victims, free_after = found
     for v in victims:
         st.stopping.add(v.id)
-        preempts.append(Preempt(v.id, job.id, f"preempted: org {v.org} borrows {t} beyond its guarantee and "
+        preempts.append(Preempt(v.id, job.id, f"preempted: org {v.org} borrows {t} beyond its guarantees and "
                                               f"org {job.org} reclaims its guarantee for job {job.id}"))
     stopping = [j for j in st.snap.running if j.id in st.stopping and j.accelerator_type == t]
     at = max([st.now] + [st.now + v.grace_s for v in victims] + [j.stop_by for j in stopping if j.stop_by is not None])

@@ -1,23 +1,26 @@
 """Borrowing and reclaim.
 
-Definitions (per org and accelerator type, in thousandths of a device):
+Definitions (per accelerator type, in thousandths of a device):
 - An org's running jobs on a type, taken in start order (ties by id), fill its guarantee
-  first. A job is **borrowing** if, counting it, the org's jobs started up to it exceed the
-  guarantee: `before + job > guaranteed`. Jobs entirely inside the guarantee are never
-  borrowing, and an org without a guarantee borrows everything it runs.
-- A pending job **may reclaim** on a type if its org's usage there plus the job stays
-  within the org's guarantee.
+  first; likewise a pool's jobs (all its orgs together) fill the pool's guarantee. A job is
+  **protected** if, counting it, the jobs started up to it stay within its org's guarantee
+  (`before + job <= guaranteed`) or within its pool's guarantee. Every other running job
+  is **borrowing**; an org in a pool without guarantees borrows everything it runs.
+- A pending job **may reclaim** on a type if its org's usage there plus the job stays within
+  the org's guarantee, or its pool's usage plus the job stays within the pool's guarantee.
 
 Reclaim: when such a job cannot start, victims are chosen among borrowing jobs of *other*
 orgs on that type that are not already being stopped — lowest priority first, then the
 most recently started — adding one at a time until the job would fit (devices of jobs
 already being stopped count as free), then dropping every victim that turns out not to be
-needed (latest added first). A job inside its org's guarantee is never a victim.
+needed (latest added first). A protected job is never a victim.
 
-No preemption loops: a job that reclaims runs within its org's guarantee once started, so
-it is never borrowing, so the victims' orgs can never take those devices back by reclaim.
-CPUs and memory are not considered here (devices are the scarce resource); the job starts
-in a later cycle through normal placement once the victims are gone.
+No preemption loops: a job that reclaims starts within its org's or its pool's guarantee
+and is the latest started there, so it is protected, so nobody can take those devices back
+by reclaim. Admins keep guarantees keepable (`suanli/admin.py`: per pool the larger of its
+guarantee and its orgs' guarantees summed, over all pools, fits the capacity). CPUs and
+memory are not considered here (devices are the scarce resource); the job starts in a later
+cycle through normal placement once the victims are gone.
 """
 
 from __future__ import annotations
@@ -29,20 +32,28 @@ from scheduler.policy.capacity import TypeCapacity
 from scheduler.types import Quota, Resources, RunningJob
 
 
-def borrowing(running: Iterable[RunningJob], quotas: dict[tuple[str, str], Quota]) -> set[int]:
+def borrowing(running: Iterable[RunningJob], quotas: dict[tuple[str, str], Quota],
+              pool_quotas: dict[tuple[str, str], Quota] | None = None) -> set[int]:
     """Ids of running jobs that are borrowing (see module docstring)."""
+    def within(groups: dict[tuple[str, str], list[RunningJob]], q: dict[tuple[str, str], Quota]) -> set[int]:
+        inside: set[int] = set()
+        for key, jobs in groups.items():
+            g = q.get(key, Quota()).guaranteed * 1000
+            used = 0
+            for j in sorted(jobs, key=lambda j: (j.started_at, j.id)):
+                used += j.milli
+                if used <= g:
+                    inside.add(j.id)
+        return inside
+
     by_org: dict[tuple[str, str], list[RunningJob]] = defaultdict(list)
-    for j in running:
+    by_pool: dict[tuple[str, str], list[RunningJob]] = defaultdict(list)
+    jobs = list(running)
+    for j in jobs:
         by_org[(j.org, j.accelerator_type)].append(j)
-    out: set[int] = set()
-    for key, jobs in by_org.items():
-        g = quotas.get(key, Quota()).guaranteed * 1000
-        used = 0
-        for j in sorted(jobs, key=lambda j: (j.started_at, j.id)):
-            used += j.milli
-            if used > g:
-                out.add(j.id)
-    return out
+        by_pool[(j.pool, j.accelerator_type)].append(j)
+    protected = within(by_org, quotas) | within(by_pool, pool_quotas or {})
+    return {j.id for j in jobs} - protected
 
 
 def _feasible(free: dict[str, int], need: int, nodes: int) -> dict[str, int] | None:

@@ -61,13 +61,25 @@ def state(center) -> tuple[list[Any], ...]:  # type: ignore[no-untyped-def]
         )
 
 
-def room(center, scope: str, accelerator_type: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    """(capacity, guarantees not yet promised) of a type for one scope, from the API."""
+def room(center, scope: str, name: str, accelerator_type: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(capacity, the most `name` could be guaranteed) for a type, from the API: each pool
+    promises max(its guarantee, its orgs' guarantees summed); promises must fit the capacity."""
     nodes = center.client.get("/v1/nodes", headers=admin(center)).json()
     capacity = sum(n["device_count"] for n in nodes if n["accelerator_type"] == accelerator_type and n["status"] != "DRAINED")
-    quotas = center.client.get("/v1/admin/quotas", headers=admin(center)).json()
-    promised = sum(q["guaranteed"] for q in quotas if q["scope"] == scope and q["accelerator_type"] == accelerator_type)
-    return capacity, capacity - promised
+    quotas = [q for q in center.client.get("/v1/admin/quotas", headers=admin(center)).json() if q["accelerator_type"] == accelerator_type]
+    pool_of = {e["name"]: e["parent"] for e in center.client.get("/v1/admin/shares", headers=admin(center)).json() if e["kind"] == "org"}
+    pool_g = {q["name"]: q["guaranteed"] for q in quotas if q["scope"] == "pool"}
+    org_sum: dict[str, int] = {}
+    for q in quotas:
+        if q["scope"] == "org" and not (scope == "org" and q["name"] == name):
+            org_sum[pool_of[q["name"]]] = org_sum.get(pool_of[q["name"]], 0) + q["guaranteed"]
+    home = pool_of[name] if scope == "org" else name
+    rest = sum(max(pool_g.get(p, 0), org_sum.get(p, 0)) for p in set(pool_g) | set(org_sum) if p != home)
+    if scope == "org":
+        most = capacity - rest - org_sum.get(home, 0) if rest + pool_g.get(home, 0) <= capacity else 0
+    else:
+        most = capacity - rest if rest + org_sum.get(home, 0) <= capacity else 0
+    return capacity, max(most, 0)
 
 
 def put_quota(center, scope: str, name: str, accelerator_type: str, guaranteed: Any, limit: Any = None):  # type: ignore[no-untyped-def]
@@ -92,7 +104,7 @@ def test_quota_set_list_update_delete_round_trip(center, scope: str) -> None:  #
     m = center.new_org(pool=unique("pool"))
     with center.db.begin() as s:
         name = m.org if scope == "org" else s.get(PoolRow, tenancy.get_org(s, m.org).pool_id).name
-    _, free = room(center, scope, A100)
+    _, free = room(center, scope, name, A100)
     g = max(0, min(2, free))
     r = put_quota(center, scope, name, A100, g, 8)
     assert r.status_code == 200, r.text
@@ -160,28 +172,29 @@ def test_bad_quota_input_is_refused_and_writes_nothing(center, scope, name, acce
 
 
 def test_guarantees_beyond_capacity_are_refused(center) -> None:  # type: ignore[no-untyped-def]
-    """Invariants: the guarantees of all orgs (and, apart, of all pools) for a type never
-    exceed the devices of that type on servers that are not drained: one device more than the
-    room left is a 409 `guarantees_exceed_capacity` whose detail gives the numbers, and
-    nothing is written; exactly the room left is accepted."""
+    """Invariants: what guarantees promise for a type — per pool the larger of its own
+    guarantee and its orgs' guarantees summed — never exceeds the devices of that type on
+    servers that are not drained: one device more than the room left is a 409
+    `guarantees_exceed_capacity` whose detail gives the numbers, and nothing is written;
+    exactly the room left is accepted."""
     a, b = center.new_org(pool=unique("pool")), center.new_org(pool=unique("pool"))
     with center.db.begin() as s:
         pool_a = s.get(PoolRow, tenancy.get_org(s, a.org).pool_id).name
     for scope, name in (("org", a.org), ("pool", pool_a)):
-        capacity, free = room(center, scope, A100)
+        capacity, free = room(center, scope, name, A100)
         assert capacity >= 16  # the demo servers a100-0 and a100-1
         before = state(center)
         r = put_quota(center, scope, name, A100, free + 1, None)
         assert r.status_code == 409, r.text
         p = r.json()
         assert p["code"] == "guarantees_exceed_capacity" and r.headers["content-type"] == "application/problem+json"
-        assert f"only {capacity} are registered" in p["detail"] and f"at most {max(free, 0)}" in p["detail"]
+        assert f"only {capacity} are registered" in p["detail"] and f"at most {free}" in p["detail"]
         assert state(center) == before
         if free <= 0:
             continue
         try:
             assert put_quota(center, scope, name, A100, free, None).status_code == 200
-            assert room(center, scope, A100) == (capacity, 0)
+            assert room(center, scope, name, A100) == (capacity, free)  # its own promise does not count against it
             other = b.org if scope == "org" else unique("pool")
             if scope == "pool":
                 center.new_org(pool=other)
@@ -209,7 +222,7 @@ def test_drained_servers_do_not_count_and_lowering_is_always_allowed(center) -> 
     assert put_quota(center, "org", b.org, gpu, 1, None).json()["code"] == "guarantees_exceed_capacity"
     with center.db.begin() as s:
         s.execute(update(NodeRow).where(NodeRow.name == node).values(status="DRAINED"))
-    assert room(center, "org", gpu) == (0, -4)
+    assert room(center, "org", b.org, gpu) == (0, 0)
     r = put_quota(center, "org", a.org, gpu, 4, 6)  # same guarantee, new limit
     assert r.status_code == 200 and r.json()["limit"] == 6
     assert put_quota(center, "org", a.org, gpu, 2, None).status_code == 200  # lower, still over: allowed
@@ -248,7 +261,7 @@ def test_concurrent_guarantees_cannot_overcommit(center) -> None:  # type: ignor
     for t in threads:
         t.join(timeout=60)
     assert sorted(results.values()) == ["guarantees_exceed_capacity"] * 4 + ["ok"] * 2, results
-    assert room(center, "org", gpu) == (4, 0)
+    assert sum(room(center, "org", o, gpu)[1] for o in orgs if results[o] != "ok") == 0  # nothing left
 
 
 # ---------------------------------------------------------------------------- roles
@@ -447,7 +460,7 @@ def test_admin_cli_over_http(center, server, tmp_path) -> None:  # type: ignore[
         assert "Traceback" not in result.output
         return result
 
-    g = max(0, min(1, room(center, "org", A100)[1]))
+    g = max(0, min(1, room(center, "org", m.org, A100)[1]))
     try:
         q = json.loads(run("quota", "set", m.org, "--type", A100, "--guaranteed", str(g), "--limit", "4", "--json").stdout)
         assert q == {"scope": "org", "name": m.org, "accelerator_type": A100, "guaranteed": g, "limit": 4}
@@ -483,3 +496,24 @@ def test_admin_cli_over_http(center, server, tmp_path) -> None:  # type: ignore[
     assert f"{m.org}/nlp" in run("project", "create", m.org, "nlp").stdout
     assert "already has a project nlp" in run("project", "create", m.org, "nlp", expect=5).output
     run("project", "create", m.org, "nlp2", token=m.token, expect=3)
+
+
+def test_pool_guarantee_bounds_its_orgs_together(center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants: a pool's guarantee covers its orgs' guarantees (a pool promises the larger
+    of the two), so orgs inside a guaranteed pool can be promised up to it without promising
+    more; an org of another pool cannot be promised devices the pool already holds."""
+    gpu = f"test-gpu-{uuid.uuid4().hex[:8]}"
+    with center.db.begin() as s:
+        tenancy.ensure_accelerator_type(s, gpu, Vendor.NVIDIA)
+    hb = {"accelerator_type": gpu, "cpus": 8, "memory_mb": 4096, "devices": [{"index": i} for i in range(8)]}
+    assert center.client.put(f"/v1/nodes/{unique('node')}/heartbeat", json=hb,
+                             headers=center.headers(center.tokens.agent)).status_code == 200
+    pool, other_pool = unique("pool"), unique("pool")
+    a, b, c = center.new_org(pool=pool), center.new_org(pool=pool), center.new_org(pool=other_pool)
+    assert put_quota(center, "pool", pool, gpu, 8, None).status_code == 200
+    assert put_quota(center, "org", a.org, gpu, 5, None).status_code == 200  # inside the pool's 8
+    assert put_quota(center, "org", b.org, gpu, 3, None).status_code == 200  # 5 + 3 = 8: still 8 promised
+    r = put_quota(center, "org", b.org, gpu, 4, None)  # 9 > 8 devices
+    assert r.status_code == 409 and "at most 3" in r.json()["detail"]
+    assert put_quota(center, "org", c.org, gpu, 1, None).status_code == 409  # the pool holds all 8
+    assert room(center, "org", c.org, gpu) == (8, 0)

@@ -228,6 +228,19 @@ def test_no_second_round_while_victims_stop_and_no_way_back() -> None:
     assert not d.preemptions and not d.starts
 
 
+def test_pool_guarantee_reclaims_for_its_orgs_and_protects_their_jobs() -> None:
+    """Invariants: an org without its own guarantee, in a pool below the pool's guarantee,
+    reclaims from another pool's borrowing job; a job inside its pool's guarantee is
+    protected from reclaim like one inside its org's."""
+    running = [make_running(10, "a", tuple(range(8)), org="o2", pool="other")]
+    snap = make_snapshot([make_node("a", used=tuple(range(8)))], [make_job(1, 4, org="g", pool="mine")], running,
+                         pool_quotas={("mine", A100): quota(4)})
+    assert [(p.job_id, p.for_job) for p in decide(snap, NOW).preemptions] == [(10, 1)]
+    protected = make_snapshot([make_node("a", used=tuple(range(8)))], [make_job(1, 4, org="g", pool="mine")], running,
+                              pool_quotas={("mine", A100): quota(4), ("other", A100): quota(8)})
+    assert not decide(protected, NOW).preemptions
+
+
 def test_reclaim_can_be_switched_off() -> None:
     """Invariant: with reclaim disabled no job is ever preempted."""
     running = [make_running(10, "a", tuple(range(8)))]

@@ -59,7 +59,7 @@ def snapshots(draw, single_device_pending: bool = False, full: bool = False):  #
             g = draw(st.integers(0, 4))
             lim = draw(st.sampled_from([None, g + 4, g + 16]))
             quotas[(org, t)] = Quota(g, lim)
-    pool_quotas = {("pb", A100): Quota(0, draw(st.sampled_from([None, 8, 16])))}
+    pool_quotas = {("pb", A100): Quota(draw(st.integers(0, 4)), draw(st.sampled_from([None, 8, 16])))}
     funds = draw(st.sampled_from([None, {o: draw(st.integers(0, 20000)) for o in ORGS}]))
     share = tree({o: (POOL[o], draw(st.integers(1, 4)), float(draw(st.integers(0, 1000)))) for o in ORGS})
     return Snapshot(tuple(nodes), tuple(pending), tuple(running), share, quotas, pool_quotas,
@@ -80,19 +80,24 @@ def usage_by(snap: Snapshot, starts) -> tuple[Counter, Counter]:  # type: ignore
 
 
 def reference_borrowing(snap: Snapshot) -> set[int]:
-    """Independent statement of 'borrowing': in start order, the jobs that take an org past
-    its guarantee on a type."""
-    out = set()
-    groups = defaultdict(list)
-    for j in snap.running:
-        groups[(j.org, j.accelerator_type)].append(j)
-    for key, jobs in groups.items():
-        total = 0
-        for j in sorted(jobs, key=lambda j: (j.started_at, j.id)):
-            total += j.milli
-            if total > snap.quotas.get(key, Quota()).guaranteed * 1000:
-                out.add(j.id)
-    return out
+    """Independent statement of 'borrowing': in start order, a job is protected if the jobs
+    started up to it stay within its org's guarantee, or within its pool's guarantee;
+    borrowing = not protected."""
+    def inside(key_of, quotas) -> set[int]:  # type: ignore[no-untyped-def]
+        out, groups = set(), defaultdict(list)
+        for j in snap.running:
+            groups[key_of(j)].append(j)
+        for key, jobs in groups.items():
+            total = 0
+            for j in sorted(jobs, key=lambda j: (j.started_at, j.id)):
+                total += j.milli
+                if total <= quotas.get(key, Quota()).guaranteed * 1000:
+                    out.add(j.id)
+        return out
+
+    protected = inside(lambda j: (j.org, j.accelerator_type), snap.quotas) | inside(
+        lambda j: (j.pool, j.accelerator_type), snap.pool_quotas)
+    return {j.id for j in snap.running} - protected
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -227,15 +227,14 @@ def quota_rows(s: Session) -> list[tuple[str, QuotaRow]]:
     return sorted(out, key=lambda x: (x[1].scope, x[0], x[1].accelerator_type))
 
 
-def guaranteed_total(s: Session, scope: str, accelerator_type: str, except_scope_id: int | None = None) -> int:
-    """Sum of the guarantees of one type over every existing org (or pool), leaving out one."""
-    owner = OrgRow if scope == "org" else PoolRow
-    q = (select(func.coalesce(func.sum(QuotaRow.guaranteed), 0))
-         .join(owner, owner.id == QuotaRow.scope_id)
-         .where(QuotaRow.scope == scope, QuotaRow.accelerator_type == accelerator_type))
-    if except_scope_id is not None:
-        q = q.where(QuotaRow.scope_id != except_scope_id)
-    return int(s.scalar(q) or 0)
+def promises(s: Session, accelerator_type: str) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """(pool guarantees by pool id, org guarantees by org id, pool id by org id) for a type."""
+    pool_g: dict[int, int] = {}
+    org_g: dict[int, int] = {}
+    for q in s.scalars(select(QuotaRow).where(QuotaRow.accelerator_type == accelerator_type)):
+        (pool_g if q.scope == "pool" else org_g)[q.scope_id] = q.guaranteed
+    pool_of = dict(s.execute(select(OrgRow.id, OrgRow.pool_id)).all())
+    return pool_g, org_g, pool_of
 
 
 def capacity_by_type(s: Session) -> dict[str, int]:
