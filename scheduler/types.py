@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class JobStatus(StrEnum):
@@ -191,6 +192,11 @@ class PolicyConfig:
     backfill_depth: int = 1  # reservations per accelerator type (1 = EASY backfill)
     estimate_depth: int = 50  # blocked jobs that get an estimated start time
     reclaim: bool = True  # preempt borrowing jobs for orgs below their guarantee
+    # Variants, for baselines and experiments (the defaults are the suanli policy):
+    fairshare: str = "fair-tree"  # or "classic" (Slurm's 2^(-UE/S))
+    ordering: str = "priority"  # or "fifo" (submit order, priority only reported)
+    guarantee_tiers: bool = True  # serve jobs inside a guarantee before borrowing ones
+    placement: str = "suanli"  # or a strategy of policy/scoring.py: bestfit, packing, fgd, …
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,10 @@ class Snapshot:
     prices: dict[str, int] = field(default_factory=dict)  # fen per device-hour
     funds: dict[str, int] | None = None  # spendable fen per org; None = not enforced
     config: PolicyConfig = field(default_factory=PolicyConfig)
+    # Optional: free capacity already indexed by accelerator type (policy.capacity
+    # TypeCapacity), kept up to date by the producer and describing exactly `nodes` (which
+    # may then be left empty). `decide` only reads it (it works on forks).
+    capacity: dict[str, Any] | None = None
 
 
 class WaitCode(StrEnum):

@@ -267,6 +267,13 @@ def nodes(as_json: JsonOpt = False) -> None:
     out.print(t)
 
 
+# ---------------------------------------------------------------------------- simulation
+
+from suanli.cli_sim import simulate_command  # noqa: E402
+
+app.command("simulate")(simulate_command)
+
+
 # ---------------------------------------------------------------------------- benchmarks
 
 bench_app = typer.Typer(help="Benchmarks (speed is measured here, not in tests).", no_args_is_help=True)

@@ -18,7 +18,7 @@ Lowest free device indices are taken first. Nothing here reads a clock or does I
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+from collections import ChainMap, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -43,11 +43,16 @@ class NodeCap:
 
 
 class TypeCapacity:
-    """Free capacity of the servers of one accelerator type."""
+    """Free capacity of the servers of one accelerator type.
+
+    A producer may keep one up to date itself (the simulator does, with `take` and
+    `give_back`) and pass it in the snapshot; `decide` then works on a `fork()`, a
+    copy-on-write view that copies only the servers, buckets and shared-device list it
+    changes, so a decision costs what it touches, not the size of the cluster."""
 
     def __init__(self, type_: str, nodes: list[NodeCap]) -> None:
         self.type = type_
-        self.nodes = {n.name: n for n in nodes}
+        self.nodes: dict[str, NodeCap] | ChainMap[str, NodeCap] = {n.name: n for n in nodes}
         self.max_devices = max((n.device_count for n in nodes), default=0)
         self.buckets: list[list[str]] = [[] for _ in range(self.max_devices + 1)]
         self.shared: list[tuple[int, str, int]] = []  # (free milli, node, device), sorted
@@ -58,6 +63,45 @@ class TypeCapacity:
             for dev, milli in n.shared.items():
                 bisect.insort(self.shared, (milli, n.name, dev))
         self.device_counts = sorted((n.device_count for n in nodes), reverse=True)
+        self.total_devices = sum(self.device_counts)
+        self._cow = False
+        self._owned_buckets: set[int] = set()
+        self._owned_shared = True
+
+    def fork(self) -> TypeCapacity:
+        """A view to decide on: reads fall through to this one, writes stay in the view."""
+        c = TypeCapacity.__new__(TypeCapacity)
+        c.type, c.max_devices, c.device_counts, c.total_devices = self.type, self.max_devices, self.device_counts, self.total_devices
+        c.nodes = ChainMap({}, self.nodes)
+        c.buckets = list(self.buckets)
+        c.shared = self.shared
+        c.total_free = self.total_free
+        c._cow, c._owned_buckets, c._owned_shared = True, set(), False
+        return c
+
+    def _node(self, name: str) -> NodeCap:
+        """The server, copied into the view first if it is a fork."""
+        if not self._cow:
+            return self.nodes[name]
+        own = self.nodes.maps[0]  # type: ignore[union-attr]
+        node = own.get(name)
+        if node is None:
+            base = self.nodes[name]
+            node = own[name] = NodeCap(base.name, base.type, base.rack, base.device_count, list(base.free), base.cpus,
+                                       base.memory_mb, dict(base.shared))
+        return node
+
+    def _bucket(self, k: int) -> list[str]:
+        if self._cow and k not in self._owned_buckets:
+            self.buckets[k] = list(self.buckets[k])
+            self._owned_buckets.add(k)
+        return self.buckets[k]
+
+    def _shared_list(self) -> list[tuple[int, str, int]]:
+        if not self._owned_shared:
+            self.shared = list(self.shared)
+            self._owned_shared = True
+        return self.shared
 
     # ------------------------------------------------------------------ queries
     def could_ever_fit(self, r: Resources) -> bool:
@@ -122,7 +166,7 @@ class TypeCapacity:
     def take(self, placements: tuple[Placement, ...], r: Resources) -> None:
         """Mark the placement's devices, CPUs and memory as used."""
         for p in placements:
-            node = self.nodes[p.node]
+            node = self._node(p.node)
             before = len(node.free)
             if r.fractional:
                 (dev,) = p.devices
@@ -134,7 +178,7 @@ class TypeCapacity:
                     left = 1000 - r.device_milli
                 if left > 0:
                     node.shared[dev] = left
-                    bisect.insort(self.shared, (left, node.name, dev))
+                    bisect.insort(self._shared_list(), (left, node.name, dev))
             else:
                 taken = set(p.devices)
                 node.free = [d for d in node.free if d not in taken]
@@ -144,7 +188,7 @@ class TypeCapacity:
 
     def give_back(self, node_name: str, devices: tuple[int, ...], milli: int, cpus: int, memory_mb: int) -> None:
         """Return devices to the free pool (a hypothetical release, e.g. for reclaim)."""
-        node = self.nodes[node_name]
+        node = self._node(node_name)
         before = len(node.free)
         for dev in devices:
             if milli >= 1000:
@@ -157,24 +201,25 @@ class TypeCapacity:
                     bisect.insort(node.free, dev)
                 else:
                     node.shared[dev] = got
-                    bisect.insort(self.shared, (got, node.name, dev))
+                    bisect.insort(self._shared_list(), (got, node.name, dev))
         node.cpus += cpus
         node.memory_mb += memory_mb
         self._move(node, before)
 
     def _unshare(self, node: NodeCap, dev: int) -> None:
         entry = (node.shared[dev], node.name, dev)
-        i = bisect.bisect_left(self.shared, entry)
-        if i < len(self.shared) and self.shared[i] == entry:
-            del self.shared[i]
+        shared = self._shared_list()
+        i = bisect.bisect_left(shared, entry)
+        if i < len(shared) and shared[i] == entry:
+            del shared[i]
 
     def _move(self, node: NodeCap, before: int) -> None:
         after = len(node.free)
         if after == before:
             return
-        old = self.buckets[before]
+        old = self._bucket(before)
         del old[bisect.bisect_left(old, node.name)]
-        bisect.insort(self.buckets[after], node.name)
+        bisect.insort(self._bucket(after), node.name)
         self.total_free += after - before
 
 

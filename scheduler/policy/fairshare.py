@@ -258,3 +258,39 @@ def _rank(tree: _Tree, lf: dict[str, float]) -> dict[str, int]:
             stack.append((sort(pooled), 0, math.nan, tied))
             break
     return ranks
+
+
+def classic(nodes: Sequence[ShareNode], root: str) -> dict[str, FairShare]:
+    """Slurm's classic fair-share factor (PriorityFlags=NO_FAIR_TREE), for the slurm-like
+    baseline:
+
+        S   = product of normalized shares along the path (shares / siblings' shares)
+        UA  = the node's usage / the root's usage (0 when nothing was used)
+        UE  = UA + (UE_parent - UA) * S_local        effective usage; UE of the root's children = UA
+        F   = 2 ** (-UE / S)                        (0 when S == 0)
+
+    `rank` is the position by factor (N = best), so `factor` keeps classic's values while
+    `rank` orders like Fair Tree does."""
+    tree = _validate(nodes, root)
+    by_id = tree.nodes
+    usage: dict[str, float] = {}
+    for node_id in reversed(tree.bfs):
+        kids = tree.children.get(node_id, ())
+        usage[node_id] = math.fsum(usage[k] for k in kids) if kids else by_id[node_id].usage
+    total = usage[root]
+    norm: dict[str, float] = {root: 1.0}
+    eff: dict[str, float] = {root: 1.0 if total > 0 else 0.0}
+    factors: dict[str, float] = {}
+    for node_id in tree.bfs:
+        kids = tree.children.get(node_id, ())
+        sib_shares = math.fsum(by_id[k].shares for k in kids)
+        for k in kids:
+            local = by_id[k].shares / sib_shares if sib_shares > 0 else 0.0
+            norm[k] = norm[node_id] * local
+            ua = usage[k] / total if total > 0 else 0.0
+            eff[k] = ua if node_id == root else ua + (eff[node_id] - ua) * local
+            if not tree.children.get(k):
+                factors[k] = 2.0 ** (-eff[k] / norm[k]) if norm[k] > 0 else 0.0
+    ordered = sorted(factors, key=lambda k: (-factors[k], k))
+    n = len(ordered)
+    return {k: FairShare(factors[k], n - i, ((k, factors[k]),)) for i, k in enumerate(ordered)}

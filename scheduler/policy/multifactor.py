@@ -31,13 +31,13 @@ over-committed; victims are borrowing jobs of other orgs; the result depends onl
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
-from dataclasses import dataclass
 
 from quota.ledger import hold_fen
 from scheduler.policy import capacity
 from scheduler.policy.backfill import Estimator, Reservation, Timeline
-from scheduler.policy.fairshare import fair_tree
+from scheduler.policy.fairshare import classic, fair_tree
 from scheduler.policy.priority import job_priority
 from scheduler.policy.reclaim import borrowing, find_victims
 from scheduler.types import (
@@ -61,22 +61,55 @@ def job_hold(job: JobRequest, price_fen_per_hour: int) -> int:
     return hold_fen(job.resources.total_milli, job.time_limit_s, price_fen_per_hour)
 
 
-@dataclass
 class _State:
-    """Mutable bookkeeping of one decision."""
+    """Mutable bookkeeping of one decision. What only blocked jobs need (the timelines of
+    device releases, who is borrowing, victims' ranks) is built on first use, so a cycle
+    in which every job fits costs O(pending + servers touched)."""
 
-    snap: Snapshot
-    now: float
-    caps: dict[str, capacity.TypeCapacity]
-    org_use: dict[tuple[str, str], int]  # (org, type) -> thousandths in use
-    pool_use: dict[tuple[str, str], int]
-    funds: dict[str, int] | None
-    timelines: dict[str, Timeline]
-    reservations: dict[str, list[Reservation]]
-    estimators: dict[str, Estimator]
-    stopping: set[int]
-    borrowers: set[int]
-    rank: dict[int, float]
+    def __init__(self, snap: Snapshot, now: float, caps: dict[str, capacity.TypeCapacity]) -> None:
+        self.snap, self.now, self.caps = snap, now, caps
+        self.org_use: dict[tuple[str, str], int] = defaultdict(int)  # (org, type) -> thousandths in use
+        self.pool_use: dict[tuple[str, str], int] = defaultdict(int)
+        for j in snap.running:
+            m = j.milli
+            self.org_use[(j.org, j.accelerator_type)] += m
+            self.pool_use[(j.pool, j.accelerator_type)] += m
+        self.funds = dict(snap.funds) if snap.funds is not None else None
+        self.reservations: dict[str, list[Reservation]] = defaultdict(list)
+        self.estimators: dict[str, Estimator] = {}
+        self.stopping = {j.id for j in snap.running if j.stop_by is not None}
+        self._timelines: dict[str, Timeline] | None = None
+        self._started: list[tuple[str, float, str, int]] = []  # (type, end, node, devices) of this cycle's starts
+        self._borrowers: set[int] | None = None
+        self._rank: dict[int, float] | None = None
+
+    @property
+    def timelines(self) -> dict[str, Timeline]:
+        if self._timelines is None:
+            events: dict[str, list[tuple[float, str, int]]] = defaultdict(list)
+            for j in self.snap.running:
+                whole = j.device_milli >= 1000
+                for p in j.placements:
+                    if whole and p.devices:
+                        events[j.accelerator_type].append((j.ends_by, p.node, len(p.devices)))
+            for t, end, node, k in self._started:
+                events[t].append((end, node, k))
+            self._timelines = defaultdict(Timeline, {t: Timeline(sorted(ev)) for t, ev in events.items()})
+        return self._timelines
+
+    @property
+    def borrowers(self) -> set[int]:
+        if self._borrowers is None:
+            self._borrowers = borrowing(self.snap.running, self.snap.quotas, self.snap.pool_quotas)
+        return self._borrowers
+
+    @property
+    def rank(self) -> dict[int, float]:
+        """Running jobs rank by their class, for the choice of victims."""
+        if self._rank is None:
+            classes = self.snap.classes
+            self._rank = {j.id: classes.get(j.priority_class, classes["normal"]).value for j in self.snap.running}
+        return self._rank
 
     def guarantee_room(self, job: JobRequest, t: str) -> bool:
         """Whether the job fits inside its org's guarantee, or its pool's, on type t."""
@@ -113,30 +146,22 @@ class _State:
         ends = self.now + job.time_limit_s
         whole = not r.fractional
         for p in placements:
-            self.timelines[t].add(ends, p.node, len(p.devices) if whole else 0)
+            k = len(p.devices) if whole else 0
+            if self._timelines is None:
+                self._started.append((t, ends, p.node, k))
+            else:
+                self._timelines[t].add(ends, p.node, k)
         for res in self.reservations.get(t, ()):
             res.consume(placements, ends, whole)
 
 
 def decide(snap: Snapshot, now: float) -> Decisions:
     cfg = snap.config
-    caps = capacity.build(snap.nodes)
-    type_devices = {t: sum(n.device_count for n in c.nodes.values()) for t, c in caps.items()}
-    fair = fair_tree(snap.share_tree, ROOT) if snap.share_tree else {}
-
-    org_use: dict[tuple[str, str], int] = defaultdict(int)
-    pool_use: dict[tuple[str, str], int] = defaultdict(int)
-    timelines: dict[str, Timeline] = defaultdict(Timeline)
-    stopping = {j.id for j in snap.running if j.stop_by is not None}
-    for j in snap.running:
-        org_use[(j.org, j.accelerator_type)] += j.milli
-        pool_use[(j.pool, j.accelerator_type)] += j.milli
-        for p in j.placements:
-            timelines[j.accelerator_type].add(j.ends_by, p.node, len(p.devices) if j.device_milli >= 1000 else 0)
-    # Running jobs rank by their class then age, for the choice of victims.
-    rank = {j.id: snap.classes.get(j.priority_class, snap.classes["normal"]).value for j in snap.running}
-    st = _State(snap, now, caps, org_use, pool_use, dict(snap.funds) if snap.funds is not None else None,
-                timelines, defaultdict(list), {}, stopping, borrowing(snap.running, snap.quotas, snap.pool_quotas), rank)
+    caps = {t: c.fork() for t, c in snap.capacity.items()} if snap.capacity is not None else capacity.build(snap.nodes)
+    type_devices = {t: c.total_devices for t, c in caps.items()}
+    fair_fn = classic if cfg.fairshare == "classic" else fair_tree
+    fair = fair_fn(snap.share_tree, ROOT) if snap.share_tree else {}
+    st = _State(snap, now, caps)
 
     ordered = []
     waits: list[Wait] = []
@@ -148,24 +173,49 @@ def decide(snap: Snapshot, now: float) -> Decisions:
         accepted = sum(type_devices.get(t, 0) for t in job.resources.accelerator_types)
         fs = fair.get(project_key(job.org, job.project))
         prio = job_priority(job, now, fs.factor if fs else 0.5, cls, accepted, cfg)
-        tier = 0 if any(st.guarantee_room(job, t) for t in job.resources.accelerator_types if t in caps) else 1
-        ordered.append((tier, -prio.value, job.submitted_at, job.id, job, prio))
+        tier = 0 if cfg.guarantee_tiers and any(st.guarantee_room(job, t) for t in job.resources.accelerator_types if t in caps) else 1
+        key = 0.0 if cfg.ordering == "fifo" else -prio.value
+        ordered.append((tier, key, job.submitted_at, job.id, job, prio))
     ordered.sort(key=lambda e: e[:4])
 
     starts: list[Start] = []
     preempts: list[Preempt] = []
-    for tier, _, _, _, job, prio in ordered:
-        outcome = _one(st, job, prio, tier == 0, preempts)
-        if isinstance(outcome, Start):
-            starts.append(outcome)
-        else:
-            waits.append(outcome)
+    first = [e for e in ordered if e[0] == 0]
+    rest = [e for e in ordered if e[0] == 1]
+    for _, key, submitted, job_id, job, prio in first:
+        # In this pass a guaranteed job may use only the types where it is inside a
+        # guarantee (it must not take a device another org is guaranteed). If its org used
+        # up the guarantee earlier in this decision, or it did not start there, it waits
+        # for its turn among the borrowing jobs, on every type it accepts.
+        room = [t for t in job.resources.accelerator_types if t in caps and st.guarantee_room(job, t)]
+        outcome = _one(st, job, prio, True, preempts, room) if room else None
+        if outcome is None or (isinstance(outcome, Wait) and outcome.code is not WaitCode.RECLAIMING
+                               and set(job.resources.accelerator_types) - set(room)):
+            for t in room:  # it will be decided again: no reservation from this attempt
+                st.reservations[t] = [res for res in st.reservations[t] if res.job_id != job_id]
+            bisect.insort(rest, (1, key, submitted, job_id, job, prio), key=lambda e: e[:4])
+            continue
+        _record(outcome, starts, waits)
+    for _, _, _, _, job, prio in rest:
+        _record(_one(st, job, prio, not cfg.guarantee_tiers and _may_reclaim(st, job), preempts), starts, waits)
     return Decisions(tuple(starts), tuple(waits), tuple(preempts))
 
 
-def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts: list[Preempt]) -> Start | Wait:
+def _record(outcome: Start | Wait, starts: list[Start], waits: list[Wait]) -> None:
+    if isinstance(outcome, Start):
+        starts.append(outcome)
+    else:
+        waits.append(outcome)
+
+
+def _may_reclaim(st: _State, job: JobRequest) -> bool:
+    return any(st.guarantee_room(job, t) for t in job.resources.accelerator_types if t in st.caps)
+
+
+def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts: list[Preempt],
+         only: list[str] | None = None) -> Start | Wait:
     snap, r = st.snap, job.resources
-    types = [t for t in r.accelerator_types if t in st.caps]
+    types = [t for t in (only if only is not None else r.accelerator_types) if t in st.caps]
     if not types:
         return Wait(job.id, WaitCode.NEVER_FITS, f"no schedulable server of type {'|'.join(r.accelerator_types)}", prio)
     limited = {t: st.over_limit(job, t) for t in types}

@@ -185,3 +185,21 @@ def test_org_below_guarantee_is_served_within_one_decision(snap: Snapshot) -> No
         if len(job.resources.accelerator_types) == 1 and t in cap and use[(job.org, t)] + 1000 <= g:
             served_org = [j for j in snap.pending if j.org == job.org and outcome[j.id] in ("start", WaitCode.RECLAIMING)]
             assert served_org, (job, outcome)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_prebuilt_capacity_gives_the_same_decisions_and_is_not_changed(snap: Snapshot) -> None:
+    """Invariants: a producer-kept capacity index (as the simulator passes) yields exactly the
+    decisions computed from the server list, and `decide` leaves that index untouched."""
+    from dataclasses import replace
+
+    from scheduler.policy import capacity
+
+    caps = capacity.build(snap.nodes)
+    before = {t: (list(map(list, c.buckets)), list(c.shared), c.total_free,
+                  {n: (list(x.free), dict(x.shared), x.cpus, x.memory_mb) for n, x in c.nodes.items()}) for t, c in caps.items()}
+    assert decide(replace(snap, nodes=(), capacity=caps), NOW) == decide(snap, NOW)
+    after = {t: (list(map(list, c.buckets)), list(c.shared), c.total_free,
+                 {n: (list(x.free), dict(x.shared), x.cpus, x.memory_mb) for n, x in c.nodes.items()}) for t, c in caps.items()}
+    assert after == before

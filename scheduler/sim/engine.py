@@ -1,0 +1,331 @@
+"""Discrete-event replay of a workload through a policy — the same `decide(snapshot, now)`
+the live scheduler calls. Live and simulated runs differ only by what is injected: here a
+`FakeClock` (simulated seconds) and a `SimLauncher` (devices are taken and given back in
+memory; a job "runs" for its true duration, or until its time limit, which is all the
+policy ever sees).
+
+Invariants (tested):
+- A device (or device share) is never held by two jobs; busy time never exceeds capacity.
+- Every job ends exactly once (SUCCEEDED, TIMEOUT, PREEMPTED…) or is still pending/dropped
+  at the end of the run; a preempted job goes back to the queue keeping its submit time.
+- Decisions are taken after each batch of simultaneous events (arrivals, ends), so a run is
+  deterministic for a given input.
+
+Two modes:
+- `time`: jobs arrive at their submit times and leave when they end.
+- `fgd`: the FGD paper's protocol — jobs arrive one by one and never leave; a job that does
+  not fit at once is dropped; the GPU allocation ratio is recorded against the arrived load.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from quota.usage import Accumulator
+from scheduler.sim.model import SimCluster, SimJob
+from scheduler.types import (
+    DEFAULT_CLASSES,
+    Decisions,
+    JobRequest,
+    NodeView,
+    Placement,
+    Resources,
+    RunningJob,
+    ShareNode,
+    Snapshot,
+    project_key,
+)
+
+Policy = Callable[[Snapshot, float], Decisions]
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeClock:
+    """Simulated time: seconds since the trace start, as the `Clock` protocol's datetime."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> datetime:
+        return EPOCH + timedelta(seconds=self.t)
+
+
+@dataclass
+class _Server:
+    name: str
+    type: str
+    device_count: int
+    free: list[int]
+    shared: dict[int, int]  # device -> free thousandths
+    cpu: int
+    mem: int
+    rack: str | None
+
+
+@dataclass
+class JobRecord:
+    """What happened to one job (the simulator's output)."""
+
+    job: SimJob
+    status: str = "PENDING"
+    start: float | None = None  # of the last run
+    first_start: float | None = None
+    end: float | None = None
+    accelerator_type: str | None = None
+    preemptions: int = 0
+    busy_device_s: float = 0.0  # device-seconds held, all runs
+
+
+class SimLauncher:
+    """Applies decisions to the in-memory cluster: the simulated counterpart of RayLauncher."""
+
+    def __init__(self, cluster: SimCluster) -> None:
+        self.servers = {
+            s.name: _Server(s.name, s.accelerator_type, s.devices, list(range(s.devices)), {}, s.cpu_milli, s.memory_mib, s.rack)
+            for s in cluster.servers
+        }
+        self.total_milli = 1000 * sum(s.devices for s in cluster.servers)
+        self.allocated_milli = 0
+
+    def take(self, job: SimJob, placements: tuple[Placement, ...], milli: int) -> None:
+        """Hold the devices (or device shares), CPUs and memory of a start. Raises if the
+        policy gave anything that is not free: the invariant the simulation checks."""
+        for p in placements:
+            s = self.servers[p.node]
+            for d in p.devices:
+                if milli >= 1000:
+                    s.free.remove(d)
+                    continue
+                if d in s.shared:
+                    left = s.shared[d]
+                else:
+                    s.free.remove(d)
+                    left = 1000
+                if left < milli:
+                    raise AssertionError(f"device {p.node}/{d} over-shared")
+                s.shared[d] = left - milli
+            s.cpu -= job.cpu_milli
+            s.mem -= job.memory_mib
+            if s.cpu < 0 or s.mem < 0:
+                raise AssertionError(f"server {p.node} over-committed")
+            self.allocated_milli += len(p.devices) * milli
+
+    def give_back(self, job: SimJob, placements: tuple[Placement, ...], milli: int) -> None:
+        for p in placements:
+            s = self.servers[p.node]
+            for d in p.devices:
+                if milli >= 1000:
+                    s.free.append(d)
+                    s.free.sort()
+                else:
+                    got = s.shared.pop(d, 0) + milli
+                    if got >= 1000:
+                        s.free.append(d)
+                        s.free.sort()
+                    else:
+                        s.shared[d] = got
+            s.cpu += job.cpu_milli
+            s.mem += job.memory_mib
+            self.allocated_milli -= len(p.devices) * milli
+
+    def views(self) -> tuple[NodeView, ...]:
+        out = []
+        for s in self.servers.values():
+            shared = tuple(sorted((d, m) for d, m in s.shared.items() if m > 0))
+            out.append(NodeView(s.name, s.type, s.device_count, tuple(s.free), s.cpu, s.mem, True, s.rack, shared))
+        return tuple(out)
+
+
+@dataclass
+class _Running:
+    job: SimJob
+    type: str
+    placements: tuple[Placement, ...]
+    start: float
+    limit: float
+    ends: float  # when it leaves by itself (duration or time limit)
+    stop_by: float | None = None
+    epoch: int = 0
+
+
+@dataclass
+class SimResult:
+    records: dict[int, JobRecord]
+    makespan: float
+    samples: list[tuple[float, int, float]] = field(default_factory=list)  # (t, queue length, busy devices)
+    allocation_curve: list[tuple[float, float]] = field(default_factory=list)  # (arrived %, allocated %)
+    decisions: int = 0
+    dropped: int = 0
+    total_devices: int = 0
+
+
+class Simulator:
+    def __init__(self, cluster: SimCluster, policy: Policy, time_limit: Callable[[SimJob], float]) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.time_limit = time_limit
+        self.clock = FakeClock()
+        self.launcher = SimLauncher(cluster)
+        self.types = sorted({s.accelerator_type for s in cluster.servers})
+        self.pool_of = {t.org: t.pool for t in cluster.tenants}
+        self.classes = cluster.classes or dict(DEFAULT_CLASSES)
+        self.usage: dict[str, Accumulator] = {}
+        self.running: dict[int, _Running] = {}
+        self.pending: dict[int, SimJob] = {}
+        self.records: dict[int, JobRecord] = {}
+
+    # ------------------------------------------------------------------ snapshot
+    def _request(self, job: SimJob) -> JobRequest:
+        r = Resources(job.accelerators or tuple(self.types), job.devices, job.nodes, job.cpu_milli, job.memory_mib, job.device_milli)
+        return JobRequest(job.id, job.tenant, r, job.submit_time, int(math.ceil(self.time_limit(job))), "default",
+                          self._pool(job), job.priority_class)
+
+    def _pool(self, job: SimJob) -> str:
+        return job.pool or self.pool_of.get(job.tenant, "default")
+
+    def snapshot(self, t: float) -> Snapshot:
+        running = tuple(
+            RunningJob(r.job.id, r.job.tenant, r.type, r.placements, r.start, int(math.ceil(r.limit)), r.job.submit_time,
+                       "default", self._pool(r.job), r.job.priority_class, r.job.device_milli, 0.0, r.stop_by)
+            for r in self.running.values()
+        )
+        return Snapshot(
+            nodes=self.launcher.views(),
+            pending=tuple(self._request(j) for j in self.pending.values()),
+            running=running,
+            share_tree=self._tree(t),
+            quotas=self.cluster.quotas,
+            pool_quotas=self.cluster.pool_quotas,
+            classes=self.classes,
+            prices=self.cluster.prices,
+            funds=None,
+            config=self.cluster.policy,
+        )
+
+    def _tree(self, t: float) -> tuple[ShareNode, ...]:
+        tenants = {tn.org: tn for tn in self.cluster.tenants}
+        orgs = set(tenants) | {j.tenant for j in self.pending.values()} | {r.job.tenant for r in self.running.values()}
+        if not orgs:
+            return ()
+        live: dict[str, float] = defaultdict(float)
+        hl = self.cluster.half_life_s
+        for r in self.running.values():
+            w = self.cluster.billing_weights.get(r.type, 1.0)
+            units = sum(len(p.devices) for p in r.placements) * r.job.device_milli / 1000 * w
+            live[r.job.tenant] += units * hl / math.log(2) * -math.expm1(-(t - r.start) * math.log(2) / hl) if t > r.start else 0.0
+        pools = sorted({tenants[o].pool if o in tenants else self.pool_of.get(o, "default") for o in orgs})
+        nodes = [ShareNode("center", None, 1.0)]
+        nodes += [ShareNode(f"pool:{p}", "center", float(self.cluster.pool_shares.get(p, 1.0))) for p in pools]
+        for o in sorted(orgs):
+            tn = tenants.get(o)
+            nodes.append(ShareNode(f"org:{o}", f"pool:{tn.pool if tn else self.pool_of.get(o, 'default')}", tn.shares if tn else 1.0))
+            acc = self.usage.get(o)
+            nodes.append(ShareNode(project_key(o, "default"), f"org:{o}", 1.0, (acc.at(max(t, acc.as_of)) if acc else 0.0) + live[o]))
+        return tuple(nodes)
+
+    # ------------------------------------------------------------------ time mode
+    def run(self, jobs: Iterable[SimJob], sample_every: float = 0.0, progress: Callable[[int], None] | None = None) -> SimResult:
+        events: list[tuple[float, int, int, int, int]] = []  # (t, order, seq, job id, epoch); order: ends before arrivals
+        seq = 0
+        for j in sorted(jobs, key=lambda j: (j.submit_time, j.id)):
+            self.records[j.id] = JobRecord(j)
+            heapq.heappush(events, (j.submit_time, 1, seq, j.id, 0))
+            seq += 1
+        result = SimResult(self.records, 0.0, total_devices=self.cluster.total_devices)
+        next_sample = 0.0
+        done = 0
+        while events:
+            t = events[0][0]
+            self.clock.t = t
+            while events and events[0][0] == t:
+                _, kind, _, job_id, epoch = heapq.heappop(events)
+                if kind == 1:
+                    self.pending[job_id] = self.records[job_id].job
+                else:
+                    done += self._end(job_id, epoch, t)
+            if progress:
+                progress(done)
+            if not self.pending:
+                continue
+            d = self.policy(self.snapshot(t), t)
+            result.decisions += 1
+            for p in d.preemptions:
+                r = self.running[p.job_id]
+                r.stop_by = t  # a simulated process stops at once on its signal
+                r.epoch += 1
+                heapq.heappush(events, (t, 0, seq, p.job_id, r.epoch))
+                seq += 1
+            for s in d.starts:
+                job = self.pending.pop(s.job_id)
+                self.launcher.take(job, s.placements, s.device_milli)
+                limit = float(self.time_limit(job))
+                r = _Running(job, s.accelerator_type, s.placements, t, limit, t + min(job.duration_s, limit))
+                self.running[job.id] = r
+                rec = self.records[job.id]
+                rec.status, rec.start, rec.accelerator_type = "RUNNING", t, s.accelerator_type
+                rec.first_start = t if rec.first_start is None else rec.first_start
+                heapq.heappush(events, (r.ends, 0, seq, job.id, r.epoch))
+                seq += 1
+            if sample_every and t >= next_sample:
+                result.samples.append((t, len(self.pending), self.launcher.allocated_milli / 1000))
+                next_sample = t + sample_every
+        result.makespan = self.clock.t
+        for job_id in self.pending:
+            self.records[job_id].status = "PENDING"
+        return result
+
+    def _end(self, job_id: int, epoch: int, t: float) -> int:
+        r = self.running.get(job_id)
+        if r is None or r.epoch != epoch:
+            return 0  # a stale end event (the job was preempted meanwhile)
+        del self.running[job_id]
+        self.launcher.give_back(r.job, r.placements, r.job.device_milli)
+        rec = self.records[job_id]
+        devices = sum(len(p.devices) for p in r.placements) * r.job.device_milli / 1000
+        rec.busy_device_s += devices * (t - r.start)
+        w = self.cluster.billing_weights.get(r.type, 1.0)
+        hl = self.cluster.half_life_s
+        amount = devices * w * hl / math.log(2) * -math.expm1(-(t - r.start) * math.log(2) / hl) if t > r.start else 0.0
+        acc = self.usage.get(r.job.tenant)
+        self.usage[r.job.tenant] = (acc or Accumulator(0.0, t, hl)).add(amount, t)
+        if r.stop_by is not None:  # preempted: back to the queue with its submit time
+            rec.preemptions += 1
+            rec.status = "PENDING"
+            self.pending[job_id] = r.job
+            return 0
+        rec.status = "SUCCEEDED" if r.job.duration_s <= r.limit else "TIMEOUT"
+        rec.end = t
+        return 1
+
+    # ------------------------------------------------------------------ fgd mode
+    def run_fgd(self, arrivals: Iterable[SimJob]) -> SimResult:
+        """Arrivals only, no departures; a job that cannot start at once is dropped."""
+        total = self.cluster.total_devices
+        result = SimResult(self.records, 0.0, total_devices=total)
+        arrived = 0.0
+        next_mark = 0
+        for job in arrivals:
+            self.records[job.id] = JobRecord(job)
+            arrived += job.gpu_request
+            self.pending = {job.id: job}
+            d = self.policy(self.snapshot(0.0), 0.0)
+            result.decisions += 1
+            if d.starts:
+                s = d.starts[0]
+                self.launcher.take(job, s.placements, s.device_milli)
+                self.records[job.id].status, self.records[job.id].start = "RUNNING", 0.0
+                self.records[job.id].accelerator_type = s.accelerator_type
+                self.running[job.id] = _Running(job, s.accelerator_type, s.placements, 0.0, math.inf, math.inf)
+            else:
+                self.records[job.id].status = "DROPPED"
+                result.dropped += 1
+            while next_mark <= 100 * arrived / total and next_mark <= 1000:
+                result.allocation_curve.append((float(next_mark), 100 * self.launcher.allocated_milli / 1000 / total))
+                next_mark += 1
+        self.pending = {}
+        return result

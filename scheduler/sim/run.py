@@ -1,0 +1,138 @@
+"""Run simulations: pick inputs, a time-limit rule and policies; return JSON-ready results.
+
+Policies compared here all implement the same protocol `decide(snapshot, now)`:
+- `suanli`: the live policy, with `--set key=value` overrides of its settings;
+- `fifo`: first-fit FIFO (`scheduler/policy/fifo.py`);
+- `slurm-like`: multifactor priority with Slurm's classic fair share, EASY backfill, no
+  guarantee tiers and no reclaim;
+- `bestfit`, `packing`, `fgd`, `dotprod`, `clustering`, `random`: submit order (FIFO) with
+  that node-selection strategy (`scheduler/policy/scoring.py`), as in the FGD paper.
+
+Time limits (the policy never sees a job's true duration): `none` (30 days for every job),
+`trace` (the trace's limits; a job without one is an error), `overestimate:K` (K × the true
+duration, users' typical overestimate), `fixed:SECONDS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from scheduler.policy import decide
+from scheduler.policy.fifo import decide as fifo_decide
+from scheduler.sim.engine import Policy, Simulator
+from scheduler.sim.metrics import summarize, summarize_fgd
+from scheduler.sim.model import SimCluster, SimJob
+from scheduler.types import PolicyConfig
+
+NO_LIMIT_S = 30 * 24 * 3600
+STRATEGIES = ("bestfit", "packing", "fgd", "dotprod", "clustering", "random")
+POLICIES = ("suanli", "fifo", "slurm-like", *STRATEGIES)
+
+
+class SimError(ValueError):
+    """Bad simulation arguments (shown to the user as is)."""
+
+
+def time_limit_rule(rule: str) -> Callable[[SimJob], float]:
+    if rule == "none":
+        return lambda j: float(NO_LIMIT_S)
+    if rule == "trace":
+        def from_trace(j: SimJob) -> float:
+            if j.time_limit_s is None:
+                raise SimError(f"job {j.id} has no time limit in the trace; use --time-limit overestimate:K or fixed:S")
+            return float(j.time_limit_s)
+        return from_trace
+    kind, _, value = rule.partition(":")
+    try:
+        x = float(value)
+    except ValueError:
+        raise SimError(f"bad --time-limit {rule!r}: use none, trace, overestimate:K or fixed:SECONDS") from None
+    if x <= 0:
+        raise SimError("the --time-limit value must be positive")
+    if kind == "overestimate":
+        return lambda j: max(1.0, j.duration_s * x)
+    if kind == "fixed":
+        return lambda j: x
+    raise SimError(f"bad --time-limit {rule!r}: use none, trace, overestimate:K or fixed:SECONDS")
+
+
+def apply_settings(cfg: PolicyConfig, settings: dict[str, str]) -> PolicyConfig:
+    """`--set key=value` onto the policy's settings, typed by the field's default."""
+    fields = {f.name: f for f in dataclasses.fields(PolicyConfig)}
+    changes: dict[str, Any] = {}
+    for key, raw in settings.items():
+        if key not in fields:
+            raise SimError(f"unknown policy setting {key!r}; known: {', '.join(sorted(fields))}")
+        current = getattr(cfg, key)
+        try:
+            if isinstance(current, bool):
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                changes[key] = raw.lower() in ("true", "1", "yes")
+            elif isinstance(current, int):
+                changes[key] = int(raw)
+            elif isinstance(current, float):
+                changes[key] = float(raw)
+            else:
+                changes[key] = raw
+        except ValueError:
+            raise SimError(f"bad value {raw!r} for {key} ({type(current).__name__})") from None
+    return replace(cfg, **changes)
+
+
+def policy_for(name: str, cluster: SimCluster, settings: dict[str, str]) -> tuple[Policy, SimCluster]:
+    """The decide function and the cluster (carrying the policy's config) for a policy name."""
+    if name not in POLICIES:
+        raise SimError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    cfg = cluster.policy
+    if name == "suanli":
+        cfg = apply_settings(cfg, settings)
+    elif name == "slurm-like":
+        cfg = replace(cfg, fairshare="classic", guarantee_tiers=False, reclaim=False)
+    elif name in STRATEGIES:
+        cfg = replace(cfg, ordering="fifo", guarantee_tiers=False, reclaim=False, placement=name, backfill_depth=0)
+    policy: Policy = fifo_decide if name == "fifo" else decide
+    return policy, replace(cluster, policy=cfg)
+
+
+@dataclass(frozen=True)
+class Run:
+    mode: str  # time | fgd
+    cluster: SimCluster
+    jobs: Sequence[SimJob] = ()
+    arrivals_by_seed: dict[int, Sequence[SimJob]] | None = None  # fgd mode
+    time_limit: str = "overestimate:2"
+    settings: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"mode": run.mode, "time_limit": run.time_limit, "servers": len(run.cluster.servers),
+                           "devices": run.cluster.total_devices, "policies": {}}
+    limit = time_limit_rule(run.time_limit)
+    for name in policies:
+        policy, cluster = policy_for(name, run.cluster, run.settings)
+        if run.mode == "time":
+            sim = Simulator(cluster, policy, limit)
+            total = len(run.jobs)
+            cb = (lambda done, n=name, k=total: progress(n, done, k)) if progress else None
+            out["policies"][name] = summarize(sim.run(run.jobs, progress=cb), cluster)
+        elif run.mode == "fgd":
+            per_seed = {}
+            for seed, arrivals in sorted((run.arrivals_by_seed or {}).items()):
+                sim = Simulator(cluster, policy, limit)
+                per_seed[seed] = summarize_fgd(sim.run_fgd(arrivals))
+                if progress:
+                    progress(name, len(per_seed), len(run.arrivals_by_seed or {}))
+            values = [r["unallocated_gpu_pct_at_100"] for r in per_seed.values() if r["unallocated_gpu_pct_at_100"] is not None]
+            out["policies"][name] = {
+                "seeds": per_seed,
+                "median_unallocated_gpu_pct_at_100": statistics.median(values) if values else None,
+                "mean_unallocated_gpu_pct_at_100": statistics.fmean(values) if values else None,
+            }
+        else:
+            raise SimError(f"unknown mode {run.mode!r}: use time or fgd")
+    return out
