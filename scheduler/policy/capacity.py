@@ -103,6 +103,12 @@ class TypeCapacity:
             self._owned_shared = True
         return self.shared
 
+    def views(self) -> list[NodeView]:
+        """The servers as NodeViews (for policies that want the plain list)."""
+        return [NodeView(n.name, n.type, n.device_count, tuple(n.free), n.cpus, n.memory_mb, True, n.rack or None,
+                         tuple(sorted((d, m) for d, m in n.shared.items() if m > 0)))
+                for n in (self.nodes[name] for name in sorted(self.nodes))]
+
     # ------------------------------------------------------------------ queries
     def could_ever_fit(self, r: Resources) -> bool:
         """Whether enough servers of this type exist at all (ignoring what is in use)."""

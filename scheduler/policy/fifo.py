@@ -57,7 +57,10 @@ class _Free:
 def decide(snapshot: Snapshot, now: float) -> Decisions:
     del now  # FIFO needs no clock; the signature is the policy protocol's
     by_type: dict[str, list[_Free]] = {}
-    for node in sorted(snapshot.nodes, key=lambda n: n.name):
+    nodes = snapshot.nodes
+    if not nodes and snapshot.capacity is not None:
+        nodes = tuple(v for cap in snapshot.capacity.values() for v in cap.views())
+    for node in sorted(nodes, key=lambda n: n.name):
         if node.schedulable:
             by_type.setdefault(node.accelerator_type, []).append(
                 _Free(node, sorted(node.free_devices), node.free_cpus, node.free_memory_mb)

@@ -23,10 +23,11 @@ import heapq
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from quota.usage import Accumulator
+from scheduler.policy import capacity
 from scheduler.sim.model import SimCluster, SimJob
 from scheduler.types import (
     DEFAULT_CLASSES,
@@ -165,12 +166,17 @@ class SimResult:
 
 
 class Simulator:
+    """One replay. What the policy sees is kept up to date incrementally (the capacity
+    index, the running and pending jobs as the policy's types, the live part of usage), so
+    a decision costs what changed, not the size of the cluster."""
+
     def __init__(self, cluster: SimCluster, policy: Policy, time_limit: Callable[[SimJob], float]) -> None:
         self.cluster = cluster
         self.policy = policy
         self.time_limit = time_limit
         self.clock = FakeClock()
         self.launcher = SimLauncher(cluster)
+        self.caps = capacity.build(self.launcher.views())
         self.types = sorted({s.accelerator_type for s in cluster.servers})
         self.pool_of = {t.org: t.pool for t in cluster.tenants}
         self.classes = cluster.classes or dict(DEFAULT_CLASSES)
@@ -178,26 +184,32 @@ class Simulator:
         self.running: dict[int, _Running] = {}
         self.pending: dict[int, SimJob] = {}
         self.records: dict[int, JobRecord] = {}
+        self._requests: dict[int, JobRequest] = {}
+        self._running_views: dict[int, RunningJob] = {}
+        # Per tenant, for the decayed usage of running jobs in closed form:
+        # sum_j u_j * H/ln2 * (1 - 2^-(t - s_j)/H) = H/ln2 * (U - 2^(-t/H) * V),
+        # U = sum_j u_j, V = sum_j u_j * 2^(s_j/H) (s_j in units of H stays small).
+        self._live_u: dict[str, float] = defaultdict(float)
+        self._live_v: dict[str, float] = defaultdict(float)
 
     # ------------------------------------------------------------------ snapshot
     def _request(self, job: SimJob) -> JobRequest:
-        r = Resources(job.accelerators or tuple(self.types), job.devices, job.nodes, job.cpu_milli, job.memory_mib, job.device_milli)
-        return JobRequest(job.id, job.tenant, r, job.submit_time, int(math.ceil(self.time_limit(job))), "default",
-                          self._pool(job), job.priority_class)
+        req = self._requests.get(job.id)
+        if req is None:
+            r = Resources(job.accelerators or tuple(self.types), job.devices, job.nodes, job.cpu_milli, job.memory_mib,
+                          job.device_milli)
+            req = self._requests[job.id] = JobRequest(job.id, job.tenant, r, job.submit_time, int(math.ceil(self.time_limit(job))),
+                                                      "default", self._pool(job), job.priority_class)
+        return req
 
     def _pool(self, job: SimJob) -> str:
         return job.pool or self.pool_of.get(job.tenant, "default")
 
     def snapshot(self, t: float) -> Snapshot:
-        running = tuple(
-            RunningJob(r.job.id, r.job.tenant, r.type, r.placements, r.start, int(math.ceil(r.limit)), r.job.submit_time,
-                       "default", self._pool(r.job), r.job.priority_class, r.job.device_milli, 0.0, r.stop_by)
-            for r in self.running.values()
-        )
         return Snapshot(
-            nodes=self.launcher.views(),
+            nodes=(),
             pending=tuple(self._request(j) for j in self.pending.values()),
-            running=running,
+            running=tuple(self._running_views.values()),
             share_tree=self._tree(t),
             quotas=self.cluster.quotas,
             pool_quotas=self.cluster.pool_quotas,
@@ -205,19 +217,21 @@ class Simulator:
             prices=self.cluster.prices,
             funds=None,
             config=self.cluster.policy,
+            capacity=self.caps,
         )
+
+    def _units(self, r: _Running) -> float:
+        devices = sum(len(p.devices) for p in r.placements) * r.job.device_milli / 1000
+        return devices * self.cluster.billing_weights.get(r.type, 1.0)
 
     def _tree(self, t: float) -> tuple[ShareNode, ...]:
         tenants = {tn.org: tn for tn in self.cluster.tenants}
-        orgs = set(tenants) | {j.tenant for j in self.pending.values()} | {r.job.tenant for r in self.running.values()}
+        orgs = set(tenants) | set(self.usage) | set(self._live_u) | {j.tenant for j in self.pending.values()}
         if not orgs:
             return ()
-        live: dict[str, float] = defaultdict(float)
         hl = self.cluster.half_life_s
-        for r in self.running.values():
-            w = self.cluster.billing_weights.get(r.type, 1.0)
-            units = sum(len(p.devices) for p in r.placements) * r.job.device_milli / 1000 * w
-            live[r.job.tenant] += units * hl / math.log(2) * -math.expm1(-(t - r.start) * math.log(2) / hl) if t > r.start else 0.0
+        scale = hl / math.log(2)
+        decay_now = 2.0 ** (-t / hl)
         pools = sorted({tenants[o].pool if o in tenants else self.pool_of.get(o, "default") for o in orgs})
         nodes = [ShareNode("center", None, 1.0)]
         nodes += [ShareNode(f"pool:{p}", "center", float(self.cluster.pool_shares.get(p, 1.0))) for p in pools]
@@ -225,8 +239,32 @@ class Simulator:
             tn = tenants.get(o)
             nodes.append(ShareNode(f"org:{o}", f"pool:{tn.pool if tn else self.pool_of.get(o, 'default')}", tn.shares if tn else 1.0))
             acc = self.usage.get(o)
-            nodes.append(ShareNode(project_key(o, "default"), f"org:{o}", 1.0, (acc.at(max(t, acc.as_of)) if acc else 0.0) + live[o]))
+            live = max(0.0, scale * (self._live_u[o] - decay_now * self._live_v[o]))
+            nodes.append(ShareNode(project_key(o, "default"), f"org:{o}", 1.0, (acc.at(max(t, acc.as_of)) if acc else 0.0) + live))
         return tuple(nodes)
+
+    def _start(self, job: SimJob, type_: str, placements: tuple[Placement, ...], milli: int, t: float) -> _Running:
+        self.launcher.take(job, placements, milli)  # the independent check: raises on a double allocation
+        self.caps[type_].take(placements, self._request(job).resources)
+        limit = float(self.time_limit(job))
+        r = _Running(job, type_, placements, t, limit, t + min(job.duration_s, limit))
+        self.running[job.id] = r
+        self._running_views[job.id] = RunningJob(job.id, job.tenant, type_, placements, t, int(math.ceil(limit)), job.submit_time,
+                                                 "default", self._pool(job), job.priority_class, job.device_milli, 0.0)
+        u = self._units(r)
+        self._live_u[job.tenant] += u
+        self._live_v[job.tenant] += u * 2.0 ** (t / self.cluster.half_life_s)
+        return r
+
+    def _release(self, r: _Running) -> None:
+        del self.running[r.job.id]
+        del self._running_views[r.job.id]
+        self.launcher.give_back(r.job, r.placements, r.job.device_milli)
+        for p in r.placements:
+            self.caps[r.type].give_back(p.node, p.devices, r.job.device_milli, r.job.cpu_milli, r.job.memory_mib)
+        u = self._units(r)
+        self._live_u[r.job.tenant] -= u
+        self._live_v[r.job.tenant] -= u * 2.0 ** (r.start / self.cluster.half_life_s)
 
     # ------------------------------------------------------------------ time mode
     def run(self, jobs: Iterable[SimJob], sample_every: float = 0.0, progress: Callable[[int], None] | None = None) -> SimResult:
@@ -258,14 +296,12 @@ class Simulator:
                 r = self.running[p.job_id]
                 r.stop_by = t  # a simulated process stops at once on its signal
                 r.epoch += 1
+                self._running_views[p.job_id] = replace(self._running_views[p.job_id], stop_by=t)
                 heapq.heappush(events, (t, 0, seq, p.job_id, r.epoch))
                 seq += 1
             for s in d.starts:
                 job = self.pending.pop(s.job_id)
-                self.launcher.take(job, s.placements, s.device_milli)
-                limit = float(self.time_limit(job))
-                r = _Running(job, s.accelerator_type, s.placements, t, limit, t + min(job.duration_s, limit))
-                self.running[job.id] = r
+                r = self._start(job, s.accelerator_type, s.placements, s.device_milli, t)
                 rec = self.records[job.id]
                 rec.status, rec.start, rec.accelerator_type = "RUNNING", t, s.accelerator_type
                 rec.first_start = t if rec.first_start is None else rec.first_start
@@ -283,8 +319,7 @@ class Simulator:
         r = self.running.get(job_id)
         if r is None or r.epoch != epoch:
             return 0  # a stale end event (the job was preempted meanwhile)
-        del self.running[job_id]
-        self.launcher.give_back(r.job, r.placements, r.job.device_milli)
+        self._release(r)
         rec = self.records[job_id]
         devices = sum(len(p.devices) for p in r.placements) * r.job.device_milli / 1000
         rec.busy_device_s += devices * (t - r.start)
@@ -317,10 +352,9 @@ class Simulator:
             result.decisions += 1
             if d.starts:
                 s = d.starts[0]
-                self.launcher.take(job, s.placements, s.device_milli)
+                self._start(job, s.accelerator_type, s.placements, s.device_milli, 0.0)
                 self.records[job.id].status, self.records[job.id].start = "RUNNING", 0.0
                 self.records[job.id].accelerator_type = s.accelerator_type
-                self.running[job.id] = _Running(job, s.accelerator_type, s.placements, 0.0, math.inf, math.inf)
             else:
                 self.records[job.id].status = "DROPPED"
                 result.dropped += 1

@@ -1,0 +1,586 @@
+"""Node-selection strategies compared in the FGD paper ("Beware of Fragmentation", ATC'23).
+
+Reimplemented (no code copied) from the authors' simulator, hkust-adsl/kubernetes-scheduler-
+simulator (Apache-2.0), as configured by its `experiments/run_scripts/generate_run_scripts.py`:
+every policy is one score plugin of weight 1000 behind kube-scheduler's filters; the GPU of a
+fractional pod is picked by the `Open-Gpu-Share` reserve step. `choose(strategy, r, candidates,
+workload, seed)` returns the server and device indices for one single-server request, or None.
+
+Units: CPU in milli-cores (`r.cpus_per_node` and `NodeCap.cpus` are compared directly; the
+score formulas normalise by the reference's `MaxSpecCpu` = 128,000), memory in MiB, GPU in
+thousandths (a wholly free device counts 1000; `NodeCap.shared` holds the free thousandths of
+partly used devices; any other device is fully used).
+
+Filter (all strategies, = kube NodeResourcesFit + Open-Gpu-Share `Filter`): enough CPU and
+memory, and for a request of k whole devices k wholly free ones, for a share of `device_milli`
+< 1000 one device whose free share is >= it; CPU-only requests need no device. Candidates are
+assumed already filtered by accelerator type (the request's `gpu_spec`).
+
+Semantics (score plugin file in `pkg/simulator/plugin/`; higher wins; scores are the plugin's
+int64 values, so Go's truncation and the ties it creates are kept):
+- `bestfit` (best_fit_score.go): s = (1 - [0.5 (cpu_free - cpu_req)/128000 + 0.5 (gpu_free -
+  gpu_req)/8000]) * 100, truncated, gpu_free = all free thousandths of the server; then the
+  plugin's min-max NormalizeScore to 0..100 with integer division (plugin_utils.go).
+- `packing` (gpu_packing_score.go): CPU-only request -> 0 everywhere. A server whose devices
+  are all free -> max(33 - free, free). Else devices are taken smallest free share first:
+  if a wholly free device is needed -> max(50 - wholly free used, 33); else (a share fits on a
+  partly used device) -> max(100 - (left*100 // 1000) // 10, 50).
+- `fgd` (fgd_score.go + pkg/utils/frag.go): score = trunc(100 * sigmoid((F_before -
+  F_after)/1000)), F the node's fragmentation (below, in thousandths). Whole devices are
+  subtracted from the lowest-index wholly free devices; for a share every device that fits is
+  tried and the best score wins (lowest index on ties), which is also the device it gets.
+- `dotprod` (dot_product_score.go with dimExt "merge", norm "max", as in the paper's runs):
+  s = 1 - (cpu_free*cpu_req/128000^2 + gpu_free*gpu_req/8000^2)/2, score = trunc(100 s).
+  (The reference ranks the *smallest* dot product first; kept as is.)
+- `clustering` (gpu_clustering_score.go): tag = "share-gpu" or "<k>-gpu"; base = 25 * (8000 -
+  gpu_free) // 8000 plus 75 if the server only runs pods of this tag, 50 if it runs this tag
+  among others, 25 if it runs no GPU pod, 0 otherwise; CPU-only request -> 0. The tags on a
+  server come from `affinity` (node name -> tags of its GPU pods; see `affinity_tag`); without
+  it they are inferred from what NodeCap shows ("share-gpu" if a device is partly used,
+  "unknown" if one is wholly used), which is only an approximation.
+- `random` (random_score.go): a uniformly random server among those that fit.
+Device choice on the chosen server: whole devices -> the lowest-index wholly free ones
+(AllocateExclusiveGpuId); a share -> `fgd`: as above; `random`: uniform among the devices that
+fit (open_gpu_share.go, gpuSelMethod "random"); the others: the fitting device with the least
+free share, lowest index on ties (gpuSelMethod "best").
+
+Fragmentation (pkg/utils/frag.go, NodeGpuShareFragAmountScore; the paper's F_n(M)): for a
+task shape m with popularity p_m, a node's free GPU thousandths G are all fragment when m
+cannot run there (no GPU asked, type not allowed, too few devices with >= m's per-device
+share, or too little CPU); when m can run, only the devices whose free share is below m's
+per-device share are fragment. F_n = sum_m p_m * frag_n(m). `fragmentation` returns F_n in GPUs.
+
+Ties: kube-scheduler picks uniformly at random among the best-scored nodes (and the reference
+also shuffles node names per run). `ties="name"` (default) takes the smallest node name, which
+makes every deterministic strategy independent of candidate order; `ties="random"` draws among
+the tied nodes (sorted by name, so order still does not matter) from `seed`, which is closer
+to the reference (e.g. `packing` and `clustering` score every server 0 for a CPU-only pod: by
+name they all go to the same server, at random they spread). `seed` is an int or a
+`numpy.random.Generator`; pass one Generator per run (or a fresh seed per call), since an int
+seed draws the same number every call.
+
+Vectorisation (FGD, the hot path): one pass over the candidates pulls cpu, memory, the number
+of wholly free devices and the flattened (node, value, device) list of partly used devices into
+numpy arrays. For each distinct per-device share g of the workload's GPU shapes (U thresholds)
+two N x U tables give, per node, the devices with free >= g and their free thousandths
+(wholly free devices add 1000 each; partly used ones are added with one `bincount`). A node's
+non-fragment ("satisfied") amount for shape m is H[n, m] = sat[n, m] * fit_sum[n, g_m], with
+sat = type allowed & cpu >= c_m & fit_count >= k_m, so F = P*G - H @ p. The after-placement
+tables follow from the before tables in O(1) per entry: k whole devices take k from every
+fit count and 1000k from every fit sum; a CPU-only pod only lowers cpu; a share of s on a
+device with free v swaps that device's terms (v >= g, v) for (v-s >= g, v-s) — one row per
+(node, distinct fitting device), i.e. the node's wholly free devices (one row) plus its partly
+used ones. The score uses F_before - F_after = dG*P - (H_before - H_after) @ p, integers up to
+the last product, so an unchanged node scores exactly 50. Per call this is a handful of
+(N x ~30) array operations; the per-type "allowed" rows are cached on the Workload.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Union
+
+import numpy as np
+
+from scheduler.policy.capacity import NodeCap
+from scheduler.types import Resources
+
+MILLI = 1000
+MAX_SPEC_CPU = 128_000  # the reference's normaliser for CPU (milli-cores)
+MAX_SPEC_GPU = 8_000  # ... and for GPU (thousandths: 8 devices)
+MAX_NODE_SCORE = 100
+
+STRATEGIES = ("bestfit", "packing", "fgd", "dotprod", "clustering", "random")
+TIES = ("name", "random")
+SHARE_TAG = "share-gpu"
+
+Seed = Union[int, np.random.Generator]
+
+_get_name = attrgetter("name")
+_get_type = attrgetter("type")
+_get_cpus = attrgetter("cpus")
+_get_mem = attrgetter("memory_mb")
+_get_free = attrgetter("free")
+_get_shared = attrgetter("shared")
+_get_count = attrgetter("device_count")
+
+
+# ---------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """One kind of task in the target workload (the reference's "typical pod")."""
+
+    cpu_milli: int
+    gpu_milli: int  # per GPU: 1..1000 (0 for a CPU-only shape)
+    num_gpu: int  # 0..8
+    types: tuple[str, ...]  # allowed GPU types; () = any
+    weight: float  # popularity (fraction of tasks)
+
+    def __post_init__(self) -> None:
+        if self.cpu_milli < 0 or not 0 <= self.gpu_milli <= MILLI or self.num_gpu < 0 or self.weight < 0:
+            raise ValueError(f"bad task shape {self}")
+        if self.num_gpu > 1 and 0 < self.gpu_milli < MILLI:
+            raise ValueError(f"a share of a device is only for one device: {self}")
+
+    @property
+    def uses_gpu(self) -> bool:
+        """False for CPU-only shapes (the reference tests `gpu_milli == 0`)."""
+        return self.num_gpu > 0 and self.gpu_milli > 0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The target workload FGD measures fragmentation against: task shapes and popularity."""
+
+    shapes: tuple[TaskShape, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", _Compiled(tuple(self.shapes)))
+
+    @classmethod
+    def from_requests(cls, requests: Iterable[tuple[int, int, int, tuple[str, ...]]], threshold: float = 0.95) -> Workload:
+        """Observed (cpu_milli, gpu_milli, num_gpu, types) requests -> popularity, as the
+        reference's GetTypicalPods (pkg/utils/frag.go) with the paper's settings (CPU-only
+        pods included, popularity threshold 95 %, step 1, no GPU weighting): identical requests
+        are counted, sorted by count (ties: larger cpu, gpu_milli, num_gpu, types first), the
+        most popular are kept until they cover `threshold` of all requests, and their weights
+        are renormalised to sum to 1. A request with no GPU has gpu_milli 0."""
+        counts: Counter[tuple[int, int, int, tuple[str, ...]]] = Counter()
+        for cpu, milli, num, types in requests:
+            types = tuple(t for t in (types or ()) if t)
+            if num <= 0:
+                milli, num = 0, 0
+            counts[(int(cpu), int(min(milli, MILLI)), int(num), types)] += 1
+        total = sum(counts.values())
+        if total == 0:
+            return cls(())
+        ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0][0], kv[0][1], kv[0][2], "|".join(kv[0][3])), reverse=True)
+        expected = threshold * total
+        kept, cum = [], 0
+        for key, n in ranked:
+            if cum >= expected:
+                break
+            kept.append((key, n))
+            cum += n
+        return cls(tuple(TaskShape(c, g, k, t, n / cum) for (c, g, k, t), n in kept))
+
+
+class _Compiled:
+    """Numpy views of a workload's GPU shapes, plus a per-GPU-type cache of 'allowed' rows."""
+
+    def __init__(self, shapes: tuple[TaskShape, ...]) -> None:
+        self.total_weight = float(sum(s.weight for s in shapes))
+        gpu = [s for s in shapes if s.uses_gpu]
+        self.types = [s.types for s in gpu]
+        self.c = np.array([s.cpu_milli for s in gpu], dtype=np.int64)
+        self.k = np.array([s.num_gpu for s in gpu], dtype=np.int64)
+        g = np.array([s.gpu_milli for s in gpu], dtype=np.int64)
+        self.p = np.array([s.weight for s in gpu], dtype=np.float64)
+        self.thresholds, self.u = np.unique(g, return_inverse=True)
+        self.u = self.u.reshape(-1)
+        self._allowed: dict[str, np.ndarray] = {}
+
+    def allowed(self, type_: str) -> np.ndarray:
+        row = self._allowed.get(type_)
+        if row is None:  # IsNodeAccessibleToPodByType: no types = any; a CPU node never
+            row = np.array([not t or (bool(type_) and type_ in t) for t in self.types], dtype=bool)
+            self._allowed[type_] = row
+        return row
+
+
+# ---------------------------------------------------------------------------- node arrays
+
+
+class _Arrays:
+    """Column arrays of a list of NodeCap (positions = list positions)."""
+
+    __slots__ = ("nodes", "cpu", "mem", "nfree", "count", "sn", "sv", "sd", "_gfree")
+
+    def __init__(self, nodes: Sequence[NodeCap]) -> None:
+        self.nodes = nodes
+        self.cpu = np.array(list(map(_get_cpus, nodes)), dtype=np.int64)
+        self.mem = np.array(list(map(_get_mem, nodes)), dtype=np.int64)
+        self.nfree = np.array(list(map(len, map(_get_free, nodes))), dtype=np.int64)
+        sn: list[int] = []
+        sv: list[int] = []
+        sd: list[int] = []
+        for i, shared in enumerate(map(_get_shared, nodes)):
+            if shared:
+                for d, v in shared.items():
+                    if v > 0:  # a device with nothing left is simply fully used
+                        sn.append(i)
+                        sv.append(min(v, MILLI))
+                        sd.append(d)
+        self.sn = np.array(sn, dtype=np.int64)
+        self.sv = np.array(sv, dtype=np.int64)
+        self.sd = np.array(sd, dtype=np.int64)
+        self.count = None
+        self._gfree = None
+
+    def subset(self, idx: np.ndarray) -> _Arrays:
+        out = _Arrays.__new__(_Arrays)
+        out.nodes = [self.nodes[i] for i in idx]
+        out.cpu, out.mem, out.nfree = self.cpu[idx], self.mem[idx], self.nfree[idx]
+        pos = np.full(len(self.nodes), -1, dtype=np.int64)
+        pos[idx] = np.arange(len(idx))
+        keep = pos[self.sn] >= 0 if len(self.sn) else np.zeros(0, dtype=bool)
+        out.sn, out.sv, out.sd = pos[self.sn[keep]], self.sv[keep], self.sd[keep]
+        out.count = None
+        out._gfree = None
+        return out
+
+    @property
+    def gfree(self) -> np.ndarray:
+        """All free GPU thousandths of each node."""
+        if self._gfree is None:
+            g = MILLI * self.nfree
+            if len(self.sv):
+                g = g + np.bincount(self.sn, weights=self.sv, minlength=len(self.nodes)).astype(np.int64)
+            self._gfree = g
+        return self._gfree
+
+    def device_counts(self) -> np.ndarray:
+        if self.count is None:
+            self.count = np.array(list(map(_get_count, self.nodes)), dtype=np.int64)
+        return self.count
+
+    def min_fitting_share(self, milli: int) -> np.ndarray:
+        """Per node, the smallest free share >= milli among partly used devices (MILLI+1: none)."""
+        out = np.full(len(self.nodes), MILLI + 1, dtype=np.int64)
+        if len(self.sv):
+            m = self.sv >= milli
+            np.minimum.at(out, self.sn[m], self.sv[m])
+        return out
+
+
+def _request(r: Resources) -> tuple[int, int]:
+    """(devices, per-device thousandths) of a single-server request; (0, 0) for CPU-only."""
+    if r.nodes != 1:
+        raise ValueError(f"choose places single-server requests, not {r.nodes} servers")
+    k = r.devices_per_node
+    if k <= 0:
+        return 0, 0
+    if not 0 < r.device_milli <= MILLI:
+        raise ValueError(f"device_milli must be in 1..1000, got {r.device_milli}")
+    if k > 1 and r.device_milli < MILLI:
+        raise ValueError("a share of a device is only for one device")
+    return k, r.device_milli
+
+
+def _feasible(a: _Arrays, r: Resources, k: int, milli: int) -> np.ndarray:
+    ok = (a.cpu >= r.cpus_per_node) & (a.mem >= r.memory_mb_per_node)
+    if k == 0:
+        return ok
+    if milli < MILLI:
+        has = a.nfree > 0
+        if len(a.sv):
+            has[a.sn[a.sv >= milli]] = True
+        return ok & has
+    return ok & (a.nfree >= k)
+
+
+# ---------------------------------------------------------------------------- fragmentation
+
+
+def _fit_tables(a: _Arrays, W: _Compiled) -> tuple[np.ndarray, np.ndarray]:
+    """N x U: number of devices with free >= threshold, and the sum of their free shares."""
+    T = W.thresholds
+    n, u = len(a.nodes), len(T)
+    cnt = np.repeat(a.nfree[:, None], u, axis=1)
+    fit = MILLI * cnt
+    if len(a.sv) and u:
+        ge = a.sv[:, None] >= T[None, :]
+        flat = (a.sn[:, None] * u + np.arange(u)[None, :]).ravel()
+        cnt = cnt + np.bincount(flat, weights=ge.ravel(), minlength=n * u).reshape(n, u).astype(np.int64)
+        fit = fit + np.bincount(flat, weights=(a.sv[:, None] * ge).ravel(), minlength=n * u).reshape(n, u).astype(np.int64)
+    return cnt, fit
+
+
+def _allowed_rows(a: _Arrays, W: _Compiled) -> np.ndarray:
+    codes: dict[str, int] = {}
+    idx = [codes.setdefault(t, len(codes)) for t in map(_get_type, a.nodes)]
+    if len(codes) == 1:
+        return np.broadcast_to(W.allowed(next(iter(codes))), (len(idx), len(W.c)))
+    table = np.stack([W.allowed(t) for t in codes]) if codes else np.zeros((0, len(W.c)), dtype=bool)
+    return table[np.array(idx, dtype=np.int64)]
+
+
+def _satisfied(allowed: np.ndarray, cpu: np.ndarray, cnt_u: np.ndarray, fit_u: np.ndarray, W: _Compiled) -> np.ndarray:
+    """H[n, m]: the free thousandths that are *not* fragment for GPU shape m (0 if m can't run)."""
+    sat = allowed & (cpu[:, None] >= W.c[None, :]) & (cnt_u[:, W.u] >= W.k[None, :])
+    return np.where(sat, fit_u[:, W.u], 0)
+
+
+def _fragments(a: _Arrays, W: _Compiled) -> np.ndarray:
+    """F_n in thousandths for every node of `a`."""
+    g = a.gfree.astype(np.float64)
+    if len(W.c) == 0:
+        return g * W.total_weight
+    cnt, fit = _fit_tables(a, W)
+    h = _satisfied(_allowed_rows(a, W), a.cpu, cnt, fit, W)
+    return g * W.total_weight - h.astype(np.float64) @ W.p
+
+
+def fragmentations(nodes: Sequence[NodeCap], workload: Workload) -> np.ndarray:
+    """FGD fragmentation of each node, in GPUs (see the module docstring)."""
+    nodes = list(nodes)
+    if not nodes:
+        return np.zeros(0)
+    return _fragments(_Arrays(nodes), workload._compiled) / MILLI  # type: ignore[attr-defined]
+
+
+def fragmentation(node: NodeCap, workload: Workload) -> float:
+    """The FGD fragment measure of one node in GPUs: sum over task shapes m of popularity(m)
+    times the node's free GPU share that m could not use (all of it if m cannot run there,
+    else the devices whose free share is below m's per-device share)."""
+    return float(fragmentations([node], workload)[0])
+
+
+def cluster_fragmentation(nodes: Iterable[NodeCap], workload: Workload) -> float:
+    """Sum of `fragmentation` over the nodes, in GPUs."""
+    return float(fragmentations(list(nodes), workload).sum())
+
+
+# ---------------------------------------------------------------------------- scores
+
+
+def _bestfit(a: _Arrays, k: int, milli: int, cpu_req: int) -> np.ndarray:
+    s = ((a.cpu - cpu_req).astype(np.float64) / MAX_SPEC_CPU) * 0.5
+    s = s + ((a.gfree - k * milli).astype(np.float64) / MAX_SPEC_GPU) * 0.5
+    raw = np.trunc((1.0 - s) * MAX_NODE_SCORE).astype(np.int64)
+    lo, hi = raw.min(), raw.max()
+    if hi == lo:
+        return np.zeros_like(raw)
+    return (raw - lo) * MAX_NODE_SCORE // (hi - lo)  # NormalizeScore (non-negative operands)
+
+
+def _packing(a: _Arrays, k: int, milli: int) -> np.ndarray:
+    n = len(a.nodes)
+    if k == 0:
+        return np.zeros(n, dtype=np.int64)
+    all_free = a.nfree == a.device_counts()
+    idle = np.maximum(MAX_NODE_SCORE // 3 - a.nfree, a.nfree)
+    if milli >= MILLI:
+        used = np.full(n, max(MAX_NODE_SCORE // 2 - k, MAX_NODE_SCORE // 3), dtype=np.int64)
+    else:
+        v = a.min_fitting_share(milli)
+        on_shared = np.maximum(MAX_NODE_SCORE - (v * 100 // MILLI) // 10, MAX_NODE_SCORE // 2)
+        used = np.where(v <= MILLI, on_shared, max(MAX_NODE_SCORE // 2 - 1, MAX_NODE_SCORE // 3))
+    return np.where(all_free, idle, used)
+
+
+def _dotprod(a: _Arrays, k: int, milli: int, cpu_req: int) -> np.ndarray:
+    dot = (a.cpu / MAX_SPEC_CPU) * (cpu_req / MAX_SPEC_CPU) + (a.gfree / MAX_SPEC_GPU) * (k * milli / MAX_SPEC_GPU)
+    return np.trunc(MAX_NODE_SCORE * (1.0 - dot / 2.0)).astype(np.int64)
+
+
+def affinity_tag(r: Resources) -> str | None:
+    """The reference's GPU affinity tag of a request: "share-gpu", "<k>-gpu", or None (no GPU)."""
+    k, milli = _request(r)
+    if k == 0:
+        return None
+    return SHARE_TAG if milli < MILLI else f"{k}-gpu"
+
+
+def _node_tags(node: NodeCap, affinity: Mapping[str, Collection[str]] | None) -> set[str]:
+    if affinity is not None and node.name in affinity:
+        tags = affinity[node.name]
+        if isinstance(tags, Mapping):
+            return {t for t, c in tags.items() if c > 0}
+        return set(tags)
+    tags = set()
+    if any(v > 0 for v in node.shared.values()):
+        tags.add(SHARE_TAG)
+    if node.device_count - len(node.free) - sum(1 for v in node.shared.values() if v > 0) > 0:
+        tags.add("unknown")
+    return tags
+
+
+def _clustering(a: _Arrays, k: int, milli: int, affinity: Mapping[str, Collection[str]] | None) -> np.ndarray:
+    n = len(a.nodes)
+    if k == 0:
+        return np.zeros(n, dtype=np.int64)
+    tag = SHARE_TAG if milli < MILLI else f"{k}-gpu"
+    num = (MAX_NODE_SCORE // 4) * (MAX_SPEC_GPU - a.gfree)
+    base = np.where(num >= 0, num // MAX_SPEC_GPU, -((-num) // MAX_SPEC_GPU))  # Go truncates toward 0
+    band = np.empty(n, dtype=np.int64)
+    for i, node in enumerate(a.nodes):
+        tags = _node_tags(node, affinity)
+        if tag in tags:
+            band[i] = 75 if len(tags) == 1 else 50
+        else:
+            band[i] = 25 if not tags else 0
+    return base + band
+
+
+_Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int) -> tuple[np.ndarray, _Rows | None]:
+    """FGD scores per node; for a share also the per-(node, device) rows: (row's node, row's
+    device (-1 = the node's lowest wholly free device), row's score)."""
+    n = len(a.nodes)
+    P = W.total_weight
+    if len(W.c) == 0:  # no GPU shape: F = P * G, only the GPU taken matters
+        cnt = fit = allowed = h_before = None
+    else:
+        cnt, fit = _fit_tables(a, W)
+        allowed = _allowed_rows(a, W)
+        h_before = _satisfied(allowed, a.cpu, cnt, fit, W)
+
+    def score(d_g: float, hb: np.ndarray | None, ha: np.ndarray | None, rows: int) -> np.ndarray:
+        delta = np.full(rows, d_g * P)
+        if hb is not None:
+            delta = delta - (hb - ha).astype(np.float64) @ W.p
+        return np.trunc((1.0 / (1.0 + np.exp(-delta / MILLI))) * MAX_NODE_SCORE).astype(np.int64)
+
+    if k == 0 or milli >= MILLI:  # CPU-only, or k whole devices: one after-state per node
+        taken = k * MILLI
+        h_after = None
+        if h_before is not None:
+            h_after = _satisfied(allowed, a.cpu - cpu_req, cnt - k, fit - taken, W)
+        return score(float(taken), h_before, h_after, n), None
+
+    # A share: one after-state per (node, fitting device); wholly free devices are one row.
+    free_rows = np.flatnonzero(a.nfree > 0)
+    m = a.sv >= milli
+    rn = np.concatenate([free_rows, a.sn[m]])
+    rv = np.concatenate([np.full(len(free_rows), MILLI, dtype=np.int64), a.sv[m]])
+    rd = np.concatenate([np.full(len(free_rows), -1, dtype=np.int64), a.sd[m]])
+    h_after = hb = None
+    if h_before is not None:
+        T = W.thresholds
+        v2 = rv - milli
+        ge1, ge2 = rv[:, None] >= T[None, :], v2[:, None] >= T[None, :]
+        cnt_a = cnt[rn] - ge1 + ge2
+        fit_a = fit[rn] - rv[:, None] * ge1 + v2[:, None] * ge2
+        h_after = _satisfied(allowed[rn], a.cpu[rn] - cpu_req, cnt_a, fit_a, W)
+        hb = h_before[rn]
+    row_score = score(float(milli), hb, h_after, len(rn))
+    node_score = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(node_score, rn, row_score)
+    return node_score, (rn, rd, row_score)
+
+
+# ---------------------------------------------------------------------------- choose
+
+
+def _rng(seed: Seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _pick(scores: np.ndarray, nodes: Sequence[NodeCap], ties: str, seed: Seed) -> int:
+    best = scores.max()
+    tied = np.flatnonzero(scores == best)
+    if len(tied) == 1:
+        return int(tied[0])
+    if ties == "name":
+        return int(min(tied, key=lambda i: nodes[i].name))
+    order = sorted(tied.tolist(), key=lambda i: nodes[i].name)
+    return order[int(_rng(seed).integers(len(order)))]
+
+
+def _best_share_device(node: NodeCap, milli: int) -> int:
+    """gpuSelMethod "best": the fitting device with the least free share, lowest index on ties."""
+    options = [(v, d) for d, v in node.shared.items() if v >= milli]
+    if node.free:
+        options.append((MILLI, min(node.free)))
+    return min(options)[1]
+
+
+def _fitting_devices(node: NodeCap, milli: int) -> list[int]:
+    return sorted([d for d, v in node.shared.items() if v >= milli] + list(node.free))
+
+
+def _scores(strategy: str, r: Resources, a: _Arrays, k: int, milli: int, workload: Workload | None,
+            affinity: Mapping[str, Collection[str]] | None) -> tuple[np.ndarray, _Rows | None]:
+    cpu_req = r.cpus_per_node
+    if strategy == "bestfit":
+        return _bestfit(a, k, milli, cpu_req), None
+    if strategy == "packing":
+        return _packing(a, k, milli), None
+    if strategy == "dotprod":
+        return _dotprod(a, k, milli, cpu_req), None
+    if strategy == "clustering":
+        return _clustering(a, k, milli, affinity), None
+    if strategy == "fgd":
+        if workload is None:
+            raise ValueError("fgd needs the target workload")
+        return _fgd(a, workload._compiled, k, milli, cpu_req)  # type: ignore[attr-defined]
+    raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+
+
+def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload: Workload | None, seed: Seed = 0, *,
+           ties: str = "name", affinity: Mapping[str, Collection[str]] | None = None) -> tuple[NodeCap, tuple[int, ...]] | None:
+    """Among candidate servers (already filtered by type; may or may not fit), pick the server
+    and the device indices for a single-server request `r` (devices_per_node whole devices, or
+    one share of device_milli < 1000, or 0 devices for CPU-only), or None if none fits.
+    Deterministic for a given input order and seed; with `ties="name"` (default) the
+    deterministic strategies do not depend on the order either. `affinity` (node name -> tags
+    of its GPU pods, see `affinity_tag`) is read by `clustering` only."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}")
+    k, milli = _request(r)
+    nodes = candidates if isinstance(candidates, list) else list(candidates)
+    if not nodes:
+        return None
+    a = _Arrays(nodes)
+    ok = _feasible(a, r, k, milli)
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return None
+    if len(idx) < len(nodes):
+        a = a.subset(idx)
+    feas = a.nodes
+
+    rows = None
+    if strategy == "random":
+        order = sorted(range(len(feas)), key=lambda i: feas[i].name)
+        rng = _rng(seed)
+        node = feas[order[int(rng.integers(len(order)))]]
+        if k == 0:
+            return node, ()
+        if milli < MILLI:
+            fit = _fitting_devices(node, milli)
+            return node, (fit[int(rng.integers(len(fit)))],)
+        return node, tuple(sorted(node.free)[:k])
+
+    scores, rows = _scores(strategy, r, a, k, milli, workload, affinity)
+    i = _pick(scores, feas, ties, seed)
+    node = feas[i]
+    if k == 0:
+        return node, ()
+    if milli >= MILLI:
+        return node, tuple(sorted(node.free)[:k])
+    if rows is not None:  # fgd: the best-scoring device, lowest index on ties
+        rn, rd, rs = rows
+        mine = (rn == i) & (rs == scores[i])
+        devs = [int(d) if d >= 0 else min(node.free) for d in rd[mine]]
+        return node, (min(devs),)
+    return node, (_best_share_device(node, milli),)
+
+
+def node_scores(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload: Workload | None = None, *,
+                affinity: Mapping[str, Collection[str]] | None = None) -> dict[str, int]:
+    """The strategy's score of every candidate that fits (name -> score; higher wins), for
+    diagnostics and tests. Not defined for `random`."""
+    if strategy == "random":
+        raise ValueError("random has no scores")
+    k, milli = _request(r)
+    nodes = list(candidates)
+    if not nodes:
+        return {}
+    a = _Arrays(nodes)
+    idx = np.flatnonzero(_feasible(a, r, k, milli))
+    if len(idx) == 0:
+        return {}
+    a = a.subset(idx)
+    scores, _ = _scores(strategy, r, a, k, milli, workload, affinity)
+    return {n.name: int(s) for n, s in zip(a.nodes, scores)}
