@@ -191,6 +191,9 @@ class PolicyConfig:
     size_favors_small: bool = False  # Slurm's default favours large jobs
     backfill_depth: int = 1  # reservations per accelerator type (1 = EASY backfill)
     estimate_depth: int = 50  # blocked jobs that get an estimated start time
+    # Jobs examined per decision, in priority order (Slurm's default_queue_depth); the rest
+    # wait for a later cycle with their priority reported. Bounds the cost of a cycle.
+    queue_depth: int = 2000
     reclaim: bool = True  # preempt borrowing jobs for orgs below their guarantee
     # Variants, for baselines and experiments (the defaults are the suanli policy):
     fairshare: str = "fair-tree"  # or "classic" (Slurm's 2^(-UE/S))

@@ -17,7 +17,7 @@ from typing import Any
 
 from scheduler.policy import decide
 from scheduler.policy.fifo import decide as fifo_decide
-from scheduler.types import JobRequest, NodeView, Placement, Quota, Resources, RunningJob, ShareNode, Snapshot, project_key
+from scheduler.types import JobRequest, NodeView, Placement, PolicyConfig, Quota, Resources, RunningJob, ShareNode, Snapshot, project_key
 
 TYPES = ("nvidia-a100-80g", "ascend-910b")
 
@@ -56,8 +56,10 @@ def synthetic_snapshot(nodes: int, devices_per_node: int, pending: int, full: bo
         tree.append(ShareNode(f"org:{o}", f"pool:{pool_of[o]}", rng.randint(1, 5)))
         tree.append(ShareNode(project_key(o, "default"), f"org:{o}", 1, rng.uniform(0, 1e6)))
     quotas = {(o, t): Quota(guaranteed=16, limit=nodes * devices_per_node // 4) for o in orgs[:5] for t in TYPES}
+    # Every pending job is examined (no queue-depth cut), so a cycle is a full decision.
     return Snapshot(tuple(views), tuple(jobs), tuple(running), tuple(tree), quotas, {},
-                    prices={TYPES[0]: 1200, TYPES[1]: 800}, funds={o: 10**12 for o in orgs})
+                    prices={TYPES[0]: 1200, TYPES[1]: 800}, funds={o: 10**12 for o in orgs},
+                    config=PolicyConfig(queue_depth=pending))
 
 
 def _best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

@@ -196,7 +196,13 @@ def decide(snap: Snapshot, now: float) -> Decisions:
             bisect.insort(rest, (1, key, submitted, job_id, job, prio), key=lambda e: e[:4])
             continue
         _record(outcome, starts, waits)
+    examined = len(starts) + len(waits)
     for _, _, _, _, job, prio in rest:
+        if examined >= cfg.queue_depth:
+            waits.append(Wait(job.id, WaitCode.NO_CAPACITY_NOW,
+                              f"not examined this cycle: the first {cfg.queue_depth} jobs by priority were", prio))
+            continue
+        examined += 1
         _record(_one(st, job, prio, not cfg.guarantee_tiers and _may_reclaim(st, job), preempts), starts, waits)
     return Decisions(tuple(starts), tuple(waits), tuple(preempts))
 
@@ -301,8 +307,13 @@ def _blocked(st: _State, job: JobRequest, types: list[str], prio: Priority) -> W
         st.reservations[t].append(res)
         return Wait(job.id, WaitCode.RESERVED,
                     f"next in line on {t}: reserved servers {res.describe()} from its estimated start", prio, res.at)
-    # Otherwise an estimate on the type that promises the earliest start.
-    best = min(types, key=lambda t: (_peek(st, t, devices), prices.get(t, 0), types.index(t)))
+    # Otherwise an estimate on the type that promises the earliest start (while estimates
+    # are still given this cycle; past `estimate_depth` the first type is named, cheaply).
+    depth = st.snap.config.estimate_depth
+    if any(_estimator(st, t).count < depth for t in types):
+        best = min(types, key=lambda t: (_peek(st, t, devices), prices.get(t, 0), types.index(t)))
+    else:
+        best = types[0]
     return Wait(job.id, WaitCode.NO_CAPACITY_NOW,
                 f"waiting for capacity on {'|'.join(types)} ({st.caps[best].total_free} device(s) free on {best})", prio,
                 _estimate(st, best, devices))

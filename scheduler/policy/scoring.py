@@ -50,14 +50,16 @@ cannot run there (no GPU asked, type not allowed, too few devices with >= m's pe
 share, or too little CPU); when m can run, only the devices whose free share is below m's
 per-device share are fragment. F_n = sum_m p_m * frag_n(m). `fragmentation` returns F_n in GPUs.
 
-Ties: kube-scheduler picks uniformly at random among the best-scored nodes (and the reference
-also shuffles node names per run). `ties="name"` (default) takes the smallest node name, which
-makes every deterministic strategy independent of candidate order; `ties="random"` draws among
-the tied nodes (sorted by name, so order still does not matter) from `seed`, which is closer
-to the reference (e.g. `packing` and `clustering` score every server 0 for a CPU-only pod: by
-name they all go to the same server, at random they spread). `seed` is an int or a
-`numpy.random.Generator`; pass one Generator per run (or a fresh seed per call), since an int
-seed draws the same number every call.
+Ties: the authors patched kube-scheduler's selectHost (vendor/k8s.io/kubernetes/pkg/scheduler/
+core/generic_scheduler.go) to take the lexicographically smallest node name among the best
+scores, "for reproducibility", and their simulator prefixes every node name with a random
+4-digit rank (rand.Perm seeded by the run's seed, pkg/simulator/simulator.go) — so ties go to a
+random but fixed-per-run node order. Here ties go to the smallest `rank[name]` when `rank` is
+given (pass a seeded permutation per run to match the reference), else to the smallest name;
+either way the result does not depend on the order of `candidates`. Ties are frequent (scores
+are small integers): e.g. `packing` and `clustering` score every server 0 for a CPU-only pod,
+so such pods fill the first-ranked server first. `seed` (an int or a numpy Generator; pass one
+Generator per run, an int seed draws the same number every call) is used by `random` only.
 
 Vectorisation (FGD, the hot path): one pass over the candidates pulls cpu, memory, the number
 of wholly free devices and the flattened (node, value, device) list of partly used devices into
@@ -94,7 +96,6 @@ MAX_SPEC_GPU = 8_000  # ... and for GPU (thousandths: 8 devices)
 MAX_NODE_SCORE = 100
 
 STRATEGIES = ("bestfit", "packing", "fgd", "dotprod", "clustering", "random")
-TIES = ("name", "random")
 SHARE_TAG = "share-gpu"
 
 Seed = Union[int, np.random.Generator]
@@ -474,15 +475,18 @@ def _rng(seed: Seed) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _pick(scores: np.ndarray, nodes: Sequence[NodeCap], ties: str, seed: Seed) -> int:
-    best = scores.max()
-    tied = np.flatnonzero(scores == best)
+def _tie_key(nodes: Sequence[NodeCap], rank: Mapping[str, int] | None):  # type: ignore[no-untyped-def]
+    if rank is None:
+        return lambda i: nodes[i].name
+    return lambda i: (rank[nodes[i].name], nodes[i].name)
+
+
+def _pick(scores: np.ndarray, nodes: Sequence[NodeCap], rank: Mapping[str, int] | None) -> int:
+    """The best score; among equals the smallest rank (or name), as the reference's selectHost."""
+    tied = np.flatnonzero(scores == scores.max())
     if len(tied) == 1:
         return int(tied[0])
-    if ties == "name":
-        return int(min(tied, key=lambda i: nodes[i].name))
-    order = sorted(tied.tolist(), key=lambda i: nodes[i].name)
-    return order[int(_rng(seed).integers(len(order)))]
+    return int(min(tied.tolist(), key=_tie_key(nodes, rank)))
 
 
 def _best_share_device(node: NodeCap, milli: int) -> int:
@@ -516,17 +520,17 @@ def _scores(strategy: str, r: Resources, a: _Arrays, k: int, milli: int, workloa
 
 
 def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload: Workload | None, seed: Seed = 0, *,
-           ties: str = "name", affinity: Mapping[str, Collection[str]] | None = None) -> tuple[NodeCap, tuple[int, ...]] | None:
+           rank: Mapping[str, int] | None = None,
+           affinity: Mapping[str, Collection[str]] | None = None) -> tuple[NodeCap, tuple[int, ...]] | None:
     """Among candidate servers (already filtered by type; may or may not fit), pick the server
     and the device indices for a single-server request `r` (devices_per_node whole devices, or
     one share of device_milli < 1000, or 0 devices for CPU-only), or None if none fits.
-    Deterministic for a given input order and seed; with `ties="name"` (default) the
-    deterministic strategies do not depend on the order either. `affinity` (node name -> tags
-    of its GPU pods, see `affinity_tag`) is read by `clustering` only."""
+    Deterministic for a given seed, and independent of the order of `candidates`: equal scores
+    go to the smallest `rank[node.name]` (all candidates must be in `rank` if it is given), else
+    to the smallest name. `seed` (int or numpy Generator) is used by `random` only; `affinity`
+    (node name -> tags of its GPU pods, see `affinity_tag`) by `clustering` only."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}")
     k, milli = _request(r)
     nodes = candidates if isinstance(candidates, list) else list(candidates)
     if not nodes:
@@ -542,7 +546,7 @@ def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload:
 
     rows = None
     if strategy == "random":
-        order = sorted(range(len(feas)), key=lambda i: feas[i].name)
+        order = sorted(range(len(feas)), key=_tie_key(feas, rank))
         rng = _rng(seed)
         node = feas[order[int(rng.integers(len(order)))]]
         if k == 0:
@@ -553,7 +557,7 @@ def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload:
         return node, tuple(sorted(node.free)[:k])
 
     scores, rows = _scores(strategy, r, a, k, milli, workload, affinity)
-    i = _pick(scores, feas, ties, seed)
+    i = _pick(scores, feas, rank)
     node = feas[i]
     if k == 0:
         return node, ()
