@@ -6,6 +6,7 @@ Rules:
   job gets `nodes` distinct schedulable servers of that type, each with `devices_per_node`
   free devices and the CPUs and memory asked, taken first-fit in server-name order, lowest
   device indices first.
+- A fractional job takes a whole free device (FIFO does not share devices).
 - A job that does not fit now waits with a reason; later jobs may still start (no
   reservation: backfill and starvation control belong to the fair-share policy).
 
@@ -83,7 +84,8 @@ def _place(job: JobRequest, by_type: dict[str, list[_Free]]) -> Start | None:
         if len(fitting) == job.resources.nodes:  # gang: all servers or none
             placements = tuple(f.take(job) for f in fitting)
             where = ", ".join(f"{p.node}[{','.join(map(str, p.devices))}]" for p in placements)
-            return Start(job.id, acc, placements, f"first fit in submit order on {acc}: {where}")
+            return Start(job.id, acc, placements, f"first fit in submit order on {acc}: {where}",
+                         device_milli=job.resources.device_milli)
     return None
 
 

@@ -189,6 +189,7 @@ class Simulator:
         # Per tenant, for the decayed usage of running jobs in closed form:
         # sum_j u_j * H/ln2 * (1 - 2^-(t - s_j)/H) = H/ln2 * (U - 2^(-t/H) * V),
         # U = sum_j u_j, V = sum_j u_j * 2^(s_j/H) (s_j in units of H stays small).
+        self._token = 0
         self._live_u: dict[str, float] = defaultdict(float)
         self._live_v: dict[str, float] = defaultdict(float)
 
@@ -247,7 +248,8 @@ class Simulator:
         self.launcher.take(job, placements, milli)  # the independent check: raises on a double allocation
         self.caps[type_].take(placements, self._request(job).resources)
         limit = float(self.time_limit(job))
-        r = _Running(job, type_, placements, t, limit, t + min(job.duration_s, limit))
+        self._token += 1  # end events carry it: an event of an earlier run of the job is stale
+        r = _Running(job, type_, placements, t, limit, t + min(job.duration_s, limit), epoch=self._token)
         self.running[job.id] = r
         self._running_views[job.id] = RunningJob(job.id, job.tenant, type_, placements, t, int(math.ceil(limit)), job.submit_time,
                                                  "default", self._pool(job), job.priority_class, job.device_milli, 0.0)
@@ -295,7 +297,8 @@ class Simulator:
             for p in d.preemptions:
                 r = self.running[p.job_id]
                 r.stop_by = t  # a simulated process stops at once on its signal
-                r.epoch += 1
+                self._token += 1
+                r.epoch = self._token
                 self._running_views[p.job_id] = replace(self._running_views[p.job_id], stop_by=t)
                 heapq.heappush(events, (t, 0, seq, p.job_id, r.epoch))
                 seq += 1

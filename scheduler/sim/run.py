@@ -113,6 +113,8 @@ def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, in
     out: dict[str, Any] = {"mode": run.mode, "time_limit": run.time_limit, "servers": len(run.cluster.servers),
                            "devices": run.cluster.total_devices, "policies": {}}
     limit = time_limit_rule(run.time_limit)
+    for j in run.jobs:  # a rule that cannot give every job a limit fails before any replay
+        limit(j)
     for name in policies:
         policy, cluster = policy_for(name, run.cluster, run.settings)
         if run.mode == "time":
