@@ -234,6 +234,9 @@ class Snapshot:
     # TypeCapacity), kept up to date by the producer and describing exactly `nodes` (which
     # may then be left empty). `decide` only reads it (it works on forks).
     capacity: dict[str, Any] | None = None
+    # Optional: devices in use (thousandths) by (org, type) and by (pool, type), summed over
+    # `running`, kept by the producer (the simulator) so a decision need not re-add them.
+    in_use: tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]] | None = None
 
 
 class WaitCode(StrEnum):

@@ -70,14 +70,18 @@ class _State:
         self.snap, self.now, self.caps = snap, now, caps
         self.org_use: dict[tuple[str, str], int] = defaultdict(int)  # (org, type) -> thousandths in use
         self.pool_use: dict[tuple[str, str], int] = defaultdict(int)
-        for j in snap.running:
-            m = j.milli
-            self.org_use[(j.org, j.accelerator_type)] += m
-            self.pool_use[(j.pool, j.accelerator_type)] += m
+        if snap.in_use is not None:
+            self.org_use.update(snap.in_use[0])
+            self.pool_use.update(snap.in_use[1])
+        else:
+            for j in snap.running:
+                m = j.milli
+                self.org_use[(j.org, j.accelerator_type)] += m
+                self.pool_use[(j.pool, j.accelerator_type)] += m
         self.funds = dict(snap.funds) if snap.funds is not None else None
         self.reservations: dict[str, list[Reservation]] = defaultdict(list)
         self.estimators: dict[str, Estimator] = {}
-        self.stopping = {j.id for j in snap.running if j.stop_by is not None}
+        self._stopping: set[int] | None = None
         self._timelines: dict[str, Timeline] | None = None
         self._started: list[tuple[str, float, str, int]] = []  # (type, end, node, devices) of this cycle's starts
         self._borrowers: set[int] | None = None
@@ -96,6 +100,13 @@ class _State:
                 events[t].append((end, node, k))
             self._timelines = defaultdict(Timeline, {t: Timeline(sorted(ev)) for t, ev in events.items()})
         return self._timelines
+
+    @property
+    def stopping(self) -> set[int]:
+        """Running jobs already being stopped, and victims chosen in this decision."""
+        if self._stopping is None:
+            self._stopping = {j.id for j in self.snap.running if j.stop_by is not None}
+        return self._stopping
 
     @property
     def borrowers(self) -> set[int]:

@@ -190,6 +190,8 @@ class Simulator:
         # sum_j u_j * H/ln2 * (1 - 2^-(t - s_j)/H) = H/ln2 * (U - 2^(-t/H) * V),
         # U = sum_j u_j, V = sum_j u_j * 2^(s_j/H) (s_j in units of H stays small).
         self._token = 0
+        self._org_use: dict[tuple[str, str], int] = defaultdict(int)
+        self._pool_use: dict[tuple[str, str], int] = defaultdict(int)
         self._live_u: dict[str, float] = defaultdict(float)
         self._live_v: dict[str, float] = defaultdict(float)
 
@@ -219,6 +221,7 @@ class Simulator:
             funds=None,
             config=self.cluster.policy,
             capacity=self.caps,
+            in_use=(self._org_use, self._pool_use),
         )
 
     def _units(self, r: _Running) -> float:
@@ -253,6 +256,9 @@ class Simulator:
         self.running[job.id] = r
         self._running_views[job.id] = RunningJob(job.id, job.tenant, type_, placements, t, int(math.ceil(limit)), job.submit_time,
                                                  "default", self._pool(job), job.priority_class, job.device_milli, 0.0)
+        milli = sum(len(p.devices) for p in placements) * job.device_milli
+        self._org_use[(job.tenant, type_)] += milli
+        self._pool_use[(self._pool(job), type_)] += milli
         u = self._units(r)
         self._live_u[job.tenant] += u
         self._live_v[job.tenant] += u * 2.0 ** (t / self.cluster.half_life_s)
@@ -264,6 +270,9 @@ class Simulator:
         self.launcher.give_back(r.job, r.placements, r.job.device_milli)
         for p in r.placements:
             self.caps[r.type].give_back(p.node, p.devices, r.job.device_milli, r.job.cpu_milli, r.job.memory_mib)
+        milli = sum(len(p.devices) for p in r.placements) * r.job.device_milli
+        self._org_use[(r.job.tenant, r.type)] -= milli
+        self._pool_use[(self._pool(r.job), r.type)] -= milli
         u = self._units(r)
         self._live_u[r.job.tenant] -= u
         self._live_v[r.job.tenant] -= u * 2.0 ** (r.start / self.cluster.half_life_s)

@@ -190,8 +190,9 @@ def test_org_below_guarantee_is_served_within_one_decision(snap: Snapshot) -> No
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(snapshots())
 def test_prebuilt_capacity_gives_the_same_decisions_and_is_not_changed(snap: Snapshot) -> None:
-    """Invariants: a producer-kept capacity index (as the simulator passes) yields exactly the
-    decisions computed from the server list, and `decide` leaves that index untouched."""
+    """Invariants: a producer-kept capacity index and usage sums (as the simulator passes)
+    yield exactly the decisions computed from the server list and the running jobs, and
+    `decide` leaves that index untouched."""
     from dataclasses import replace
 
     from scheduler.policy import capacity
@@ -199,7 +200,8 @@ def test_prebuilt_capacity_gives_the_same_decisions_and_is_not_changed(snap: Sna
     caps = capacity.build(snap.nodes)
     before = {t: (list(map(list, c.buckets)), list(c.shared), c.total_free,
                   {n: (list(x.free), dict(x.shared), x.cpus, x.memory_mb) for n, x in c.nodes.items()}) for t, c in caps.items()}
-    assert decide(replace(snap, nodes=(), capacity=caps), NOW) == decide(snap, NOW)
+    org_use, pool_use = usage_by(snap, [])
+    assert decide(replace(snap, nodes=(), capacity=caps, in_use=(dict(org_use), dict(pool_use))), NOW) == decide(snap, NOW)
     after = {t: (list(map(list, c.buckets)), list(c.shared), c.total_free,
                  {n: (list(x.free), dict(x.shared), x.cpus, x.memory_mb) for n, x in c.nodes.items()}) for t, c in caps.items()}
     assert after == before
