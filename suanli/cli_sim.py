@@ -117,7 +117,8 @@ def simulate_command(
                 bar.update(tasks[name], completed=done)
 
             results = simulate(run, policies, progress)
-    except (SimError, TraceError, OSError) as e:
+        results["workload"] = alibaba.stem if alibaba is not None else (trace or from_sacct).stem  # type: ignore[union-attr]
+    except (SimError, TraceError, OSError, ValueError) as e:
         _fail(str(e))
     if plot is not None:
         from scheduler.sim.plots import write_plots

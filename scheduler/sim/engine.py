@@ -158,7 +158,8 @@ class _Running:
 class SimResult:
     records: dict[int, JobRecord]
     makespan: float
-    samples: list[tuple[float, int, float]] = field(default_factory=list)  # (t, queue length, busy devices)
+    # (t, queue length, busy devices, busy devices by tenant), at most every `sample_every` s
+    samples: list[tuple[float, int, float, dict[str, float]]] = field(default_factory=list)
     allocation_curve: list[tuple[float, float]] = field(default_factory=list)  # (arrived %, allocated %)
     decisions: int = 0
     dropped: int = 0
@@ -194,6 +195,7 @@ class Simulator:
         self._pool_use: dict[tuple[str, str], int] = defaultdict(int)
         self._live_u: dict[str, float] = defaultdict(float)
         self._live_v: dict[str, float] = defaultdict(float)
+        self._busy: dict[str, float] = defaultdict(float)  # devices held, by tenant
 
     # ------------------------------------------------------------------ snapshot
     def _request(self, job: SimJob) -> JobRequest:
@@ -257,6 +259,7 @@ class Simulator:
         self._running_views[job.id] = RunningJob(job.id, job.tenant, type_, placements, t, int(math.ceil(limit)), job.submit_time,
                                                  "default", self._pool(job), job.priority_class, job.device_milli, 0.0)
         milli = sum(len(p.devices) for p in placements) * job.device_milli
+        self._busy[job.tenant] += milli / 1000
         self._org_use[(job.tenant, type_)] += milli
         self._pool_use[(self._pool(job), type_)] += milli
         u = self._units(r)
@@ -271,6 +274,7 @@ class Simulator:
         for p in r.placements:
             self.caps[r.type].give_back(p.node, p.devices, r.job.device_milli, r.job.cpu_milli, r.job.memory_mib)
         milli = sum(len(p.devices) for p in r.placements) * r.job.device_milli
+        self._busy[r.job.tenant] -= milli / 1000
         self._org_use[(r.job.tenant, r.type)] -= milli
         self._pool_use[(self._pool(r.job), r.type)] -= milli
         u = self._units(r)
@@ -278,10 +282,16 @@ class Simulator:
         self._live_v[r.job.tenant] -= u * 2.0 ** (r.start / self.cluster.half_life_s)
 
     # ------------------------------------------------------------------ time mode
-    def run(self, jobs: Iterable[SimJob], sample_every: float = 0.0, progress: Callable[[int], None] | None = None) -> SimResult:
+    def run(self, jobs: Iterable[SimJob], sample_every: float | None = None,
+            progress: Callable[[int], None] | None = None) -> SimResult:
+        """Replay in time order. `sample_every` (default: 1/300 of the submission span)
+        spaces the queue/utilization samples."""
         events: list[tuple[float, int, int, int, int]] = []  # (t, order, seq, job id, epoch); order: ends before arrivals
         seq = 0
-        for j in sorted(jobs, key=lambda j: (j.submit_time, j.id)):
+        ordered = sorted(jobs, key=lambda j: (j.submit_time, j.id))
+        if sample_every is None:
+            sample_every = (ordered[-1].submit_time - ordered[0].submit_time) / 300 if ordered else 0.0
+        for j in ordered:
             self.records[j.id] = JobRecord(j)
             heapq.heappush(events, (j.submit_time, 1, seq, j.id, 0))
             seq += 1
@@ -299,6 +309,10 @@ class Simulator:
                     done += self._end(job_id, epoch, t)
             if progress:
                 progress(done)
+            if t >= next_sample:
+                result.samples.append((t, len(self.pending), self.launcher.allocated_milli / 1000,
+                                       {k: v for k, v in self._busy.items() if v > 1e-9}))
+                next_sample = t + sample_every
             if not self.pending:
                 continue
             d = self.policy(self.snapshot(t), t)
@@ -319,9 +333,6 @@ class Simulator:
                 rec.first_start = t if rec.first_start is None else rec.first_start
                 heapq.heappush(events, (r.ends, 0, seq, job.id, r.epoch))
                 seq += 1
-            if sample_every and t >= next_sample:
-                result.samples.append((t, len(self.pending), self.launcher.allocated_milli / 1000))
-                next_sample = t + sample_every
         result.makespan = self.clock.t
         for job_id in self.pending:
             self.records[job_id].status = "PENDING"

@@ -98,6 +98,9 @@ def summarize(result: SimResult, cluster: SimCluster) -> dict[str, Any]:
         "jain_index": jain([share[t] / ent[t] for t in tenants if ent[t]]),
         "longest_wait_s_by_size": dict(sorted(longest.items())),
         "decisions": result.decisions,
+        # For charts: JCT at every percentile 0..100, and the sampled time series.
+        "jct_quantiles_s": [percentile(jct, q) for q in range(0, 101)] if jct else [],
+        "series": [[round(t, 3), q, round(b, 3), {k: round(v, 3) for k, v in by.items()}] for t, q, b, by in result.samples],
     }
     return out
 

@@ -1,0 +1,53 @@
+"""`suanli simulate` end to end on small inputs: JSON output, charts, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from suanli.cli import app
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "sim"
+
+
+def run(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(app, ["simulate", *args])
+    return r.exit_code, r.output
+
+
+def test_compare_writes_json_and_charts(tmp_path: Path) -> None:
+    """Invariants: --compare runs every named policy on the same input; --json prints the
+    metrics the issue names for each; --plot writes PNG files."""
+    code, out = run("--trace", str(DATA / "trace-small.csv"), "--cluster", str(DATA / "cluster-small.yaml"),
+                    "--compare", "suanli,fifo,slurm-like", "--json", "--plot", str(tmp_path))
+    assert code == 0, out
+    data = json.loads(out)
+    assert set(data["policies"]) == {"suanli", "fifo", "slurm-like"}
+    for r in data["policies"].values():
+        for key in ("avg_jct_s", "p50_jct_s", "p99_jct_s", "avg_wait_s", "p99_wait_s", "makespan_s",
+                    "device_utilization", "jain_index", "preemptions", "longest_wait_s_by_size", "tenants"):
+            assert key in r
+    assert data["time_limit"] == "overestimate:2"
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["jct_cdf.png", "queue_utilization.png", "tenant_share.png"]
+    assert all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_malformed_trace_line_names_file_line_and_field(tmp_path: Path) -> None:
+    """Invariant: a bad trace line is exit code 2 with FILE:LINE: FIELD, no traceback."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("submit_time,duration_s,devices,tenant\n0,10,1,a\n5,-3,1,b\n")
+    code, out = run("--trace", str(bad), "--cluster", str(DATA / "cluster-small.yaml"))
+    assert code == 2 and f"{bad}:3" in out and "duration_s" in out and "Traceback" not in out
+
+
+def test_bad_arguments_are_clear(tmp_path: Path) -> None:
+    """Invariants: unknown policy, bad --time-limit, bad --set and missing inputs exit 2 with a message."""
+    base = ["--trace", str(DATA / "trace-small.csv"), "--cluster", str(DATA / "cluster-small.yaml")]
+    assert "unknown policy" in run(*base, "--policy", "magic")[1]
+    assert "--time-limit" in run(*base, "--time-limit", "often")[1]
+    assert "unknown policy setting" in run(*base, "--set", "nope=1")[1]
+    code, out = run("--cluster", str(DATA / "cluster-small.yaml"))
+    assert code == 2 and "exactly one of" in out
