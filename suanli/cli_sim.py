@@ -31,7 +31,8 @@ def _fail(message: str) -> None:
 def pod_job(pod: Any, job_id: int, tenant: str = "tenant-0") -> SimJob:
     """An Alibaba pod as a simulated job (fgd mode: it never leaves)."""
     fraction = pod.num_gpu == 1 and pod.gpu_milli < 1000
-    return SimJob(job_id, 0.0, 1.0, pod.num_gpu, 1, pod.gpu_milli if fraction else 1000, tuple(pod.gpu_spec), tenant,
+    types = tuple(dict.fromkeys(t for t in pod.gpu_spec if t))  # the trace repeats some types
+    return SimJob(job_id, 0.0, 1.0, pod.num_gpu, 1, pod.gpu_milli if fraction else 1000, types, tenant,
                   cpu_milli=pod.cpu_milli, memory_mib=pod.memory_mib, name=pod.name)
 
 
@@ -54,9 +55,12 @@ def load(trace: Path | None, cluster: Path | None, alibaba: Path | None, alibaba
         pods = ali.read_pods(alibaba)
         cl = read_cluster(cluster) if cluster else alibaba_cluster(nodes, tenants)
         if mode == "fgd":
+            from scheduler.sim.run import workload_of
+
             total = sum(n.devices for n in nodes)
             arrivals = {seed: [pod_job(p, i + 1) for i, p in enumerate(ali.fgd_arrivals(pods, total, seed, tune))] for seed in seeds}
-            return Run("fgd", cl, arrivals_by_seed=arrivals)
+            # The paper's target workload is the whole original pod list.
+            return Run("fgd", cl, arrivals_by_seed=arrivals, workload=workload_of(pod_job(p, i + 1) for i, p in enumerate(pods)))
         jobs, _skipped = ali.pods_to_jobs(pods, tenants, tenant_seed)
         return Run("time", cl, jobs)
     if cluster is None:
@@ -106,7 +110,7 @@ def simulate_command(
         settings = dict(_kv(x) for x in (set_ or []))
         policies = [p.strip() for p in (compare or policy).split(",") if p.strip()]
         run = load(trace, cluster, alibaba, alibaba_nodes, from_sacct, mode, seed_list, tenants, tenant_seed, tune)
-        run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings)
+        run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings, run.workload)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
             tasks: dict[str, Any] = {}

@@ -35,7 +35,7 @@ import bisect
 from collections import defaultdict
 
 from quota.ledger import hold_fen
-from scheduler.policy import capacity
+from scheduler.policy import capacity, scoring
 from scheduler.policy.backfill import Estimator, Reservation, Timeline
 from scheduler.policy.fairshare import classic, fair_tree
 from scheduler.policy.priority import job_priority
@@ -45,6 +45,7 @@ from scheduler.types import (
     JobRequest,
     Preempt,
     Priority,
+    Placement,
     Quota,
     Snapshot,
     Start,
@@ -225,6 +226,26 @@ def _record(outcome: Start | Wait, starts: list[Start], waits: list[Wait]) -> No
         waits.append(outcome)
 
 
+def _place_scored(st: _State, job: JobRequest, types: list[str], ends: float) -> tuple[str, tuple[Placement, ...]] | None:
+    """Score-based placement (`PolicyConfig.placement`, see policy/scoring.py) over every
+    server of every accepted type at once, refusing what would delay a reservation."""
+    r = job.resources
+    whole = 0 if r.devices_per_node == 0 else (1 if r.fractional else r.devices_per_node)
+    cands = []
+    for t in types:
+        veto = st.veto(t, ends)
+        cap = st.caps[t]
+        for name in cap.nodes:
+            if veto is None or not veto(name, whole):
+                cands.append(cap.nodes[name])
+    seed = (hash((job.id, job.submitted_at)) & 0x7FFFFFFF) if st.snap.config.placement == "random" else 0
+    chosen = scoring.choose(st.snap.config.placement, r, cands, st.snap.workload, seed, rank=st.snap.tie_rank)
+    if chosen is None:
+        return None
+    node, devices = chosen
+    return node.type, (Placement(node.name, tuple(devices)),)
+
+
 def _may_reclaim(st: _State, job: JobRequest) -> bool:
     return any(st.guarantee_room(job, t) for t in job.resources.accelerator_types if t in st.caps)
 
@@ -255,10 +276,15 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
 
     ends = st.now + job.time_limit_s
     options = []
-    for order, t in enumerate(types):
-        placements = st.caps[t].place(r, st.veto(t, ends))
-        if placements is not None:
-            options.append((prices[t], order, t, placements))
+    if snap.config.placement != "suanli" and r.nodes == 1:
+        scored = _place_scored(st, job, types, ends)
+        if scored is not None:
+            options.append((prices[scored[0]], 0, *scored))
+    else:
+        for order, t in enumerate(types):
+            placements = st.caps[t].place(r, st.veto(t, ends))
+            if placements is not None:
+                options.append((prices[t], order, t, placements))
     if options:
         price, _, t, placements = min(options, key=lambda o: o[:2])
         st.commit(job, t, placements, price)

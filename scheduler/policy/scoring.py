@@ -70,9 +70,8 @@ non-fragment ("satisfied") amount for shape m is H[n, m] = sat[n, m] * fit_sum[n
 sat = type allowed & cpu >= c_m & fit_count >= k_m, so F = P*G - H @ p. The after-placement
 tables follow from the before tables in O(1) per entry: k whole devices take k from every
 fit count and 1000k from every fit sum; a CPU-only pod only lowers cpu; a share of s on a
-device with free v swaps that device's terms (v >= g, v) for (v-s >= g, v-s) — one row per
-(node, distinct fitting device), i.e. the node's wholly free devices (one row) plus its partly
-used ones. The score uses F_before - F_after = dG*P - (H_before - H_after) @ p, integers up to
+device with free v swaps that device's terms (v >= g, v) for (v-s >= g, v-s) — one row for
+a node's wholly free devices (they are all alike) plus one per partly used device that fits. The score uses F_before - F_after = dG*P - (H_before - H_after) @ p, integers up to
 the last product, so an unchanged node scores exactly 50. Per call this is a handful of
 (N x ~30) array operations; the per-type "allowed" rows are cached on the Workload.
 """
@@ -100,7 +99,6 @@ SHARE_TAG = "share-gpu"
 
 Seed = Union[int, np.random.Generator]
 
-_get_name = attrgetter("name")
 _get_type = attrgetter("type")
 _get_cpus = attrgetter("cpus")
 _get_mem = attrgetter("memory_mb")
@@ -141,7 +139,8 @@ class Workload:
     shapes: tuple[TaskShape, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_compiled", _Compiled(tuple(self.shapes)))
+        object.__setattr__(self, "shapes", tuple(self.shapes))
+        object.__setattr__(self, "_compiled", _Compiled(self.shapes))
 
     @classmethod
     def from_requests(cls, requests: Iterable[tuple[int, int, int, tuple[str, ...]]], threshold: float = 0.95) -> Workload:
@@ -150,18 +149,20 @@ class Workload:
         pods included, popularity threshold 95 %, step 1, no GPU weighting): identical requests
         are counted, sorted by count (ties: larger cpu, gpu_milli, num_gpu, types first), the
         most popular are kept until they cover `threshold` of all requests, and their weights
-        are renormalised to sum to 1. A request with no GPU has gpu_milli 0."""
+        are renormalised to sum to 1. A request with no GPU becomes (cpu, 0, 0, ()); the
+        reference also counts a zero CPU request as 100 milli-cores (kube's non-zero default),
+        which callers must apply themselves (the openb traces have none)."""
         counts: Counter[tuple[int, int, int, tuple[str, ...]]] = Counter()
         for cpu, milli, num, types in requests:
             types = tuple(t for t in (types or ()) if t)
-            if num <= 0:
-                milli, num = 0, 0
+            if num <= 0:  # the reference's pod YAML carries no GPU fields (count, share, model) then
+                milli, num, types = 0, 0, ()
             counts[(int(cpu), int(min(milli, MILLI)), int(num), types)] += 1
         total = sum(counts.values())
         if total == 0:
             return cls(())
         ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0][0], kv[0][1], kv[0][2], "|".join(kv[0][3])), reverse=True)
-        expected = threshold * total
+        expected = (threshold * 100.0) * total / 100.0  # the reference: percent * total / 100
         kept, cum = [], 0
         for key, n in ranked:
             if cum >= expected:
@@ -179,11 +180,11 @@ class _Compiled:
         gpu = [s for s in shapes if s.uses_gpu]
         self.types = [s.types for s in gpu]
         self.c = np.array([s.cpu_milli for s in gpu], dtype=np.int64)
-        self.k = np.array([s.num_gpu for s in gpu], dtype=np.int64)
+        self.k = np.array([s.num_gpu for s in gpu], dtype=np.int32)
         g = np.array([s.gpu_milli for s in gpu], dtype=np.int64)
         self.p = np.array([s.weight for s in gpu], dtype=np.float64)
         self.thresholds, self.u = np.unique(g, return_inverse=True)
-        self.u = self.u.reshape(-1)
+        self.u = self.u.reshape(-1).astype(np.intp)
         self._allowed: dict[str, np.ndarray] = {}
 
     def allowed(self, type_: str) -> np.ndarray:
@@ -212,14 +213,15 @@ class _Arrays:
         sd: list[int] = []
         for i, shared in enumerate(map(_get_shared, nodes)):
             if shared:
-                for d, v in shared.items():
-                    if v > 0:  # a device with nothing left is simply fully used
-                        sn.append(i)
-                        sv.append(min(v, MILLI))
-                        sd.append(d)
+                sn.extend([i] * len(shared))
+                sd.extend(shared.keys())
+                sv.extend(shared.values())
         self.sn = np.array(sn, dtype=np.int64)
-        self.sv = np.array(sv, dtype=np.int64)
+        self.sv = np.minimum(np.array(sv, dtype=np.int64), MILLI)
         self.sd = np.array(sd, dtype=np.int64)
+        if len(self.sv) and self.sv.min() <= 0:  # a device with nothing left is simply fully used
+            keep = self.sv > 0
+            self.sn, self.sv, self.sd = self.sn[keep], self.sv[keep], self.sd[keep]
         self.count = None
         self._gfree = None
 
@@ -292,29 +294,32 @@ def _fit_tables(a: _Arrays, W: _Compiled) -> tuple[np.ndarray, np.ndarray]:
     """N x U: number of devices with free >= threshold, and the sum of their free shares."""
     T = W.thresholds
     n, u = len(a.nodes), len(T)
-    cnt = np.repeat(a.nfree[:, None], u, axis=1)
+    cnt = np.repeat(a.nfree.astype(np.int32)[:, None], u, axis=1)  # int32: small counts, faster
     fit = MILLI * cnt
     if len(a.sv) and u:
         ge = a.sv[:, None] >= T[None, :]
         flat = (a.sn[:, None] * u + np.arange(u)[None, :]).ravel()
-        cnt = cnt + np.bincount(flat, weights=ge.ravel(), minlength=n * u).reshape(n, u).astype(np.int64)
-        fit = fit + np.bincount(flat, weights=(a.sv[:, None] * ge).ravel(), minlength=n * u).reshape(n, u).astype(np.int64)
+        cnt += np.bincount(flat, weights=ge.ravel(), minlength=n * u).reshape(n, u).astype(np.int32)
+        fit += np.bincount(flat, weights=(a.sv[:, None] * ge).ravel(), minlength=n * u).reshape(n, u).astype(np.int32)
     return cnt, fit
 
 
 def _allowed_rows(a: _Arrays, W: _Compiled) -> np.ndarray:
-    codes: dict[str, int] = {}
-    idx = [codes.setdefault(t, len(codes)) for t in map(_get_type, a.nodes)]
-    if len(codes) == 1:
-        return np.broadcast_to(W.allowed(next(iter(codes))), (len(idx), len(W.c)))
-    table = np.stack([W.allowed(t) for t in codes]) if codes else np.zeros((0, len(W.c)), dtype=bool)
-    return table[np.array(idx, dtype=np.int64)]
+    types = list(map(_get_type, a.nodes))
+    distinct = set(types)
+    if len(distinct) == 1:
+        return np.broadcast_to(W.allowed(types[0]), (len(types), len(W.c)))
+    codes = {t: i for i, t in enumerate(distinct)}
+    table = np.stack([W.allowed(t) for t in codes])
+    return table[np.fromiter(map(codes.__getitem__, types), dtype=np.intp, count=len(types))]
 
 
 def _satisfied(allowed: np.ndarray, cpu: np.ndarray, cnt_u: np.ndarray, fit_u: np.ndarray, W: _Compiled) -> np.ndarray:
     """H[n, m]: the free thousandths that are *not* fragment for GPU shape m (0 if m can't run)."""
-    sat = allowed & (cpu[:, None] >= W.c[None, :]) & (cnt_u[:, W.u] >= W.k[None, :])
-    return np.where(sat, fit_u[:, W.u], 0)
+    sat = cpu[:, None] >= W.c[None, :]
+    sat &= np.take(cnt_u, W.u, axis=1) >= W.k[None, :]
+    sat &= allowed
+    return np.where(sat, np.take(fit_u, W.u, axis=1), 0)
 
 
 def _fragments(a: _Arrays, W: _Compiled) -> np.ndarray:
@@ -371,7 +376,7 @@ def _packing(a: _Arrays, k: int, milli: int) -> np.ndarray:
     else:
         v = a.min_fitting_share(milli)
         on_shared = np.maximum(MAX_NODE_SCORE - (v * 100 // MILLI) // 10, MAX_NODE_SCORE // 2)
-        used = np.where(v <= MILLI, on_shared, max(MAX_NODE_SCORE // 2 - 1, MAX_NODE_SCORE // 3))
+        used = np.where(v < MILLI, on_shared, max(MAX_NODE_SCORE // 2 - 1, MAX_NODE_SCORE // 3))
     return np.where(all_free, idle, used)
 
 
@@ -483,10 +488,13 @@ def _tie_key(nodes: Sequence[NodeCap], rank: Mapping[str, int] | None):  # type:
 
 def _pick(scores: np.ndarray, nodes: Sequence[NodeCap], rank: Mapping[str, int] | None) -> int:
     """The best score; among equals the smallest rank (or name), as the reference's selectHost."""
-    tied = np.flatnonzero(scores == scores.max())
+    tied = np.flatnonzero(scores == scores.max()).tolist()
     if len(tied) == 1:
-        return int(tied[0])
-    return int(min(tied.tolist(), key=_tie_key(nodes, rank)))
+        return tied[0]
+    names = [nodes[i].name for i in tied]
+    if rank is None:
+        return tied[names.index(min(names))]
+    return min(zip([rank[n] for n in names], names, tied))[2]
 
 
 def _best_share_device(node: NodeCap, milli: int) -> int:

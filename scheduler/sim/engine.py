@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from quota.usage import Accumulator
 from scheduler.policy import capacity
@@ -171,7 +172,10 @@ class Simulator:
     index, the running and pending jobs as the policy's types, the live part of usage), so
     a decision costs what changed, not the size of the cluster."""
 
-    def __init__(self, cluster: SimCluster, policy: Policy, time_limit: Callable[[SimJob], float]) -> None:
+    def __init__(self, cluster: SimCluster, policy: Policy, time_limit: Callable[[SimJob], float],
+                 workload: Any | None = None, tie_rank: dict[str, int] | None = None) -> None:
+        self.workload = workload  # target workload for score-based placement (policy.scoring)
+        self.tie_rank = tie_rank  # how equal placement scores are broken (server -> rank)
         self.cluster = cluster
         self.policy = policy
         self.time_limit = time_limit
@@ -224,6 +228,8 @@ class Simulator:
             config=self.cluster.policy,
             capacity=self.caps,
             in_use=(self._org_use, self._pool_use),
+            workload=self.workload,
+            tie_rank=self.tie_rank,
         )
 
     def _units(self, r: _Running) -> float:

@@ -16,13 +16,15 @@ duration, users' typical overestimate), `fixed:SECONDS`.
 from __future__ import annotations
 
 import dataclasses
+import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from scheduler.policy import decide
 from scheduler.policy.fifo import decide as fifo_decide
+from scheduler.policy.scoring import Workload
 from scheduler.sim.engine import Policy, Simulator
 from scheduler.sim.metrics import summarize, summarize_fgd
 from scheduler.sim.model import SimCluster, SimJob
@@ -107,6 +109,22 @@ class Run:
     arrivals_by_seed: dict[int, Sequence[SimJob]] | None = None  # fgd mode
     time_limit: str = "overestimate:2"
     settings: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The typical workload for fragmentation-aware placement; default: the jobs' own shapes
+    # (the FGD paper uses the whole original pod list).
+    workload: Workload | None = None
+
+
+def workload_of(jobs: Iterable[SimJob]) -> Workload:
+    """The target workload (task shapes and popularity) of a list of jobs."""
+    return Workload.from_requests((j.cpu_milli, j.device_milli if j.devices else 0, j.devices, j.accelerators) for j in jobs)
+
+
+def tie_rank(cluster: SimCluster, seed: int) -> dict[str, int]:
+    """A seeded random order of the servers for breaking equal placement scores, fixed for a
+    run, as the FGD authors' simulator does (it prefixes node names with a random rank)."""
+    names = [s.name for s in cluster.servers]
+    random.Random(seed).shuffle(names)
+    return {n: i for i, n in enumerate(names)}
 
 
 def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
@@ -117,15 +135,16 @@ def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, in
         limit(j)
     for name in policies:
         policy, cluster = policy_for(name, run.cluster, run.settings)
+        workload = run.workload
         if run.mode == "time":
-            sim = Simulator(cluster, policy, limit)
+            sim = Simulator(cluster, policy, limit, workload or workload_of(run.jobs))
             total = len(run.jobs)
             cb = (lambda done, n=name, k=total: progress(n, done, k)) if progress else None
             out["policies"][name] = summarize(sim.run(run.jobs, progress=cb), cluster)
         elif run.mode == "fgd":
             per_seed = {}
             for seed, arrivals in sorted((run.arrivals_by_seed or {}).items()):
-                sim = Simulator(cluster, policy, limit)
+                sim = Simulator(cluster, policy, limit, workload or workload_of(arrivals), tie_rank(cluster, seed))
                 per_seed[seed] = summarize_fgd(sim.run_fgd(arrivals))
                 if progress:
                     progress(name, len(per_seed), len(run.arrivals_by_seed or {}))

@@ -155,7 +155,7 @@ def test_fragmentation_counts_type_restricted_tasks() -> None:
 def test_from_requests_popularity_and_cut() -> None:
     """Identical requests are counted; the most popular kept until they cover the threshold;
     weights renormalised over what is kept; CPU-only requests have gpu_milli 0."""
-    reqs = [(4000, 1000, 1, ())] * 6 + [(2000, 500, 1, ("T4", ""))] * 3 + [(1000, 0, 0, ())]
+    reqs = [(4000, 1000, 1, ())] * 6 + [(2000, 500, 1, ("T4", ""))] * 3 + [(1000, 0, 0, ("T4",))]
     w = Workload.from_requests(reqs)
     assert [(s.cpu_milli, s.gpu_milli, s.num_gpu, s.types) for s in w.shapes] == [
         (4000, 1000, 1, ()), (2000, 500, 1, ("T4",)), (1000, 0, 0, ())]
