@@ -14,10 +14,12 @@ For each job, in that order:
    over its limit there (`over_quota`), or if the org's spendable funds cannot cover the
    hold `time limit × devices × price` (`insufficient_funds`); `never_fits` if no server
    could ever hold it.
-2. Placement now on each remaining type (`capacity.py`: best fit, one rack for gangs,
-   fractional packing), refusing what would delay a reservation (`backfill.py`). If
-   several types can start it now, the cheapest for its org wins (then its preference
-   order). Gangs get all their servers in the same decision or none.
+2. Placement now, refusing what would delay a reservation (`backfill.py`): with the target
+   workload in the snapshot, one-server jobs go where fragmentation grows least (FGD,
+   `scoring.py`) over every accepted type; otherwise best fit by free devices, one rack for
+   gangs, fractional packing (`capacity.py`). If several types can start it now, the
+   cheapest for its org wins (then its preference order). Gangs get all their servers in
+   the same decision or none.
 3. Otherwise, if it may reclaim its guarantee (`reclaim.py`), the policy preempts the
    fewest borrowing jobs of other orgs needed and reserves the freed servers for it.
 4. Otherwise the first `backfill_depth` blocked jobs per type get a reservation (EASY);
@@ -226,7 +228,8 @@ def _record(outcome: Start | Wait, starts: list[Start], waits: list[Wait]) -> No
         waits.append(outcome)
 
 
-def _place_scored(st: _State, job: JobRequest, types: list[str], ends: float) -> tuple[str, tuple[Placement, ...]] | None:
+def _place_scored(st: _State, job: JobRequest, types: list[str], ends: float,
+                  strategy: str) -> tuple[str, tuple[Placement, ...]] | None:
     """Score-based placement (`PolicyConfig.placement`, see policy/scoring.py) over every
     server of every accepted type at once, refusing what would delay a reservation."""
     r = job.resources
@@ -238,8 +241,8 @@ def _place_scored(st: _State, job: JobRequest, types: list[str], ends: float) ->
         for name in cap.nodes:
             if veto is None or not veto(name, whole):
                 cands.append(cap.nodes[name])
-    seed = (hash((job.id, job.submitted_at)) & 0x7FFFFFFF) if st.snap.config.placement == "random" else 0
-    chosen = scoring.choose(st.snap.config.placement, r, cands, st.snap.workload, seed, rank=st.snap.tie_rank)
+    seed = (hash((job.id, job.submitted_at)) & 0x7FFFFFFF) if strategy == "random" else 0
+    chosen = scoring.choose(strategy, r, cands, st.snap.workload, seed, rank=st.snap.tie_rank)
     if chosen is None:
         return None
     node, devices = chosen
@@ -276,8 +279,11 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
 
     ends = st.now + job.time_limit_s
     options = []
-    if snap.config.placement != "suanli" and r.nodes == 1:
-        scored = _place_scored(st, job, types, ends)
+    strategy = snap.config.placement
+    if strategy == "auto":
+        strategy = "fgd" if snap.workload is not None else "bucket"
+    if strategy != "bucket" and r.nodes == 1:
+        scored = _place_scored(st, job, types, ends, strategy)
         if scored is not None:
             options.append((prices[scored[0]], 0, *scored))
     else:

@@ -427,7 +427,7 @@ def _clustering(a: _Arrays, k: int, milli: int, affinity: Mapping[str, Collectio
 _Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int) -> tuple[np.ndarray, _Rows | None]:
+def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int, exact: bool = False) -> tuple[np.ndarray, _Rows | None]:
     """FGD scores per node; for a share also the per-(node, device) rows: (row's node, row's
     device (-1 = the node's lowest wholly free device), row's score)."""
     n = len(a.nodes)
@@ -443,6 +443,8 @@ def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int) -> tuple[np
         delta = np.full(rows, d_g * P)
         if hb is not None:
             delta = delta - (hb - ha).astype(np.float64) @ W.p
+        if exact:  # the fragmentation avoided itself, unrounded (higher = less added)
+            return delta
         return np.trunc((1.0 / (1.0 + np.exp(-delta / MILLI))) * MAX_NODE_SCORE).astype(np.int64)
 
     if k == 0 or milli >= MILLI:  # CPU-only, or k whole devices: one after-state per node
@@ -468,7 +470,7 @@ def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int) -> tuple[np
         h_after = _satisfied(allowed[rn], a.cpu[rn] - cpu_req, cnt_a, fit_a, W)
         hb = h_before[rn]
     row_score = score(float(milli), hb, h_after, len(rn))
-    node_score = np.full(n, -1, dtype=np.int64)
+    node_score = np.full(n, -np.inf if exact else -1, dtype=np.float64 if exact else np.int64)
     np.maximum.at(node_score, rn, row_score)
     return node_score, (rn, rd, row_score)
 
@@ -573,7 +575,8 @@ def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload:
         return node, tuple(sorted(node.free)[:k])
     if rows is not None:  # fgd: the best-scoring device, lowest index on ties
         rn, rd, rs = rows
-        mine = (rn == i) & (rs == scores[i])
+        own = rn == i
+        mine = own & (rs == rs[own].max())
         devs = [int(d) if d >= 0 else min(node.free) for d in rd[mine]]
         return node, (min(devs),)
     return node, (_best_share_device(node, milli),)

@@ -93,10 +93,11 @@ def policy_for(name: str, cluster: SimCluster, settings: dict[str, str]) -> tupl
     cfg = cluster.policy
     if name == "suanli":
         cfg = apply_settings(cfg, settings)
-    elif name == "slurm-like":
-        cfg = replace(cfg, fairshare="classic", guarantee_tiers=False, reclaim=False)
+    elif name == "slurm-like":  # Slurm places by best fit of free resources, not by fragmentation
+        cfg = replace(cfg, fairshare="classic", guarantee_tiers=False, reclaim=False, placement="bucket")
     elif name in STRATEGIES:
         cfg = replace(cfg, ordering="fifo", guarantee_tiers=False, reclaim=False, placement=name, backfill_depth=0)
+
     policy: Policy = fifo_decide if name == "fifo" else decide
     return policy, replace(cluster, policy=cfg)
 
