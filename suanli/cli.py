@@ -307,6 +307,25 @@ from suanli.cli_admin import admin_app  # noqa: E402
 app.add_typer(admin_app, name="admin")
 
 
+@bench_app.command("simulate")
+def bench_simulate(
+    jobs: Annotated[int, typer.Option(help="Synthetic jobs to replay")] = 100_000,
+    servers: Annotated[int, typer.Option(help="Servers (8 devices each)")] = 1000,
+    policy: Annotated[str, typer.Option(help="Policy to time (FIFO is the baseline)")] = "suanli",
+    load: Annotated[float, typer.Option(help="Offered load as a fraction of capacity")] = 0.9,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time a time-mode replay of a synthetic multi-tenant workload."""
+    from suanli.bench import bench_simulate as run
+
+    result = run(jobs, servers, policy, load)
+    if as_json:
+        print_json(result)
+    else:
+        for k, v in result.items():
+            out.print(f"{k:<20} {v}")
+
+
 # ---------------------------------------------------------------------------- processes
 
 
