@@ -95,6 +95,7 @@ def simulate_command(
     tenants: Annotated[int, typer.Option(help="Alibaba: tenants assigned by hashing pod names")] = 8,
     tenant_seed: Annotated[int, typer.Option(help="Alibaba: seed of the tenant assignment")] = 0,
     time_limit: Annotated[str, typer.Option(help="none | trace | overestimate:K | fixed:SECONDS")] = "overestimate:2",
+    cycle: Annotated[float, typer.Option(help="time mode: seconds between scheduling cycles (0: after every event)")] = 10.0,
     policy: Annotated[str, typer.Option(help=f"One of {', '.join(POLICIES)}")] = "suanli",
     compare: Annotated[str | None, typer.Option(help="Several policies on the same input, comma-separated")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="suanli policy setting key=value (repeatable)")] = None,
@@ -110,7 +111,9 @@ def simulate_command(
         settings = dict(_kv(x) for x in (set_ or []))
         policies = [p.strip() for p in (compare or policy).split(",") if p.strip()]
         run = load(trace, cluster, alibaba, alibaba_nodes, from_sacct, mode, seed_list, tenants, tenant_seed, tune)
-        run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings, run.workload)
+        if cycle < 0:
+            raise SimError("--cycle must be >= 0")
+        run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings, run.workload, cycle)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
             tasks: dict[str, Any] = {}

@@ -289,9 +289,11 @@ class Simulator:
 
     # ------------------------------------------------------------------ time mode
     def run(self, jobs: Iterable[SimJob], sample_every: float | None = None,
-            progress: Callable[[int], None] | None = None) -> SimResult:
-        """Replay in time order. `sample_every` (default: 1/300 of the submission span)
-        spaces the queue/utilization samples."""
+            progress: Callable[[int], None] | None = None, cycle_s: float = 0.0) -> SimResult:
+        """Replay in time order. With `cycle_s` > 0 the policy decides at multiples of it (as
+        the live loop cycles), on everything that happened since; with 0, after every batch
+        of simultaneous events. `sample_every` (default: 1/300 of the submission span) spaces
+        the queue/utilization samples."""
         events: list[tuple[float, int, int, int, int]] = []  # (t, order, seq, job id, epoch); order: ends before arrivals
         seq = 0
         ordered = sorted(jobs, key=lambda j: (j.submit_time, j.id))
@@ -306,13 +308,15 @@ class Simulator:
         done = 0
         while events:
             t = events[0][0]
+            if cycle_s > 0:  # the next scheduling cycle at or after the first event
+                t = math.ceil(t / cycle_s - 1e-9) * cycle_s
             self.clock.t = t
-            while events and events[0][0] == t:
-                _, kind, _, job_id, epoch = heapq.heappop(events)
+            while events and events[0][0] <= t:
+                at, kind, _, job_id, epoch = heapq.heappop(events)
                 if kind == 1:
                     self.pending[job_id] = self.records[job_id].job
                 else:
-                    done += self._end(job_id, epoch, t)
+                    done += self._end(job_id, epoch, at)
             if progress:
                 progress(done)
             if t >= next_sample:

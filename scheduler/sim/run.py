@@ -113,6 +113,8 @@ class Run:
     # The typical workload for fragmentation-aware placement; default: the jobs' own shapes
     # (the FGD paper uses the whole original pod list).
     workload: Workload | None = None
+    # time mode: seconds between scheduling cycles (0: decide after every event batch).
+    cycle_s: float = 0.0
 
 
 def workload_of(jobs: Iterable[SimJob]) -> Workload:
@@ -129,7 +131,7 @@ def tie_rank(cluster: SimCluster, seed: int) -> dict[str, int]:
 
 
 def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"mode": run.mode, "time_limit": run.time_limit, "servers": len(run.cluster.servers),
+    out: dict[str, Any] = {"mode": run.mode, "time_limit": run.time_limit, "cycle_s": run.cycle_s, "servers": len(run.cluster.servers),
                            "devices": run.cluster.total_devices, "policies": {}}
     limit = time_limit_rule(run.time_limit)
     for j in run.jobs:  # a rule that cannot give every job a limit fails before any replay
@@ -141,7 +143,7 @@ def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, in
             sim = Simulator(cluster, policy, limit, workload or workload_of(run.jobs))
             total = len(run.jobs)
             cb = (lambda done, n=name, k=total: progress(n, done, k)) if progress else None
-            out["policies"][name] = summarize(sim.run(run.jobs, progress=cb), cluster)
+            out["policies"][name] = summarize(sim.run(run.jobs, progress=cb, cycle_s=run.cycle_s), cluster)
         elif run.mode == "fgd":
             per_seed = {}
             for seed, arrivals in sorted((run.arrivals_by_seed or {}).items()):

@@ -179,3 +179,14 @@ def test_compare_policies_on_the_small_trace_files() -> None:
     for name, r in out["policies"].items():
         per_policy[name] = r["finished"]
     assert all(v > 0 for v in per_policy.values())
+
+
+def test_cycles_coalesce_events_and_start_jobs_at_cycle_boundaries() -> None:
+    """Invariants: with a scheduling cycle, decisions happen only at its multiples, a job
+    starts at the first cycle after its arrival, and ends keep their exact times."""
+    jobs = [job(1, 3, 100), job(2, 4, 50), job(3, 27, 10)]
+    res = Simulator(one_server(), decide, exact()).run(jobs, cycle_s=10)
+    r = res.records
+    assert (r[1].start, r[2].start, r[3].start) == (10, 10, 30)
+    assert (r[1].end, r[2].end, r[3].end) == (110, 60, 40)
+    assert res.decisions == 2
