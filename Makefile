@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/suanli bench scheduler --json
+	$(BIN)/suanli bench simulate --jobs 100000 --servers 1000 --json
 
 services:
 	@scripts/ensure-postgres.sh
