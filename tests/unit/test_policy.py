@@ -248,3 +248,23 @@ def test_reclaim_can_be_switched_off() -> None:
                          quotas={("g", A100): Quota(4)}, config=PolicyConfig(reclaim=False),
                          classes=dict(DEFAULT_CLASSES))
     assert not decide(snap, NOW).preemptions
+
+
+def test_with_a_target_workload_one_server_jobs_go_where_fragmentation_grows_least() -> None:
+    """Invariants: when the snapshot carries the target workload, the policy places a
+    one-server job exactly where the FGD score (policy/scoring.py) says, over every accepted
+    type at once; `placement=bucket` keeps best fit by free devices."""
+    from dataclasses import replace
+
+    from scheduler.policy import capacity, scoring
+
+    nodes = [make_node("a", used=(0, 1, 2, 3, 4, 5)), make_node("b", used=(0,)), make_node("n", B910, used=(0, 1, 2))]
+    workload = scoring.Workload.from_requests([(1, 1000, 2, ())] * 5 + [(1, 1000, 4, ())] * 5)
+    job = make_job(1, 2, types=(A100, B910))
+    snap = make_snapshot(nodes, [job], workload=workload)
+    start = decide(snap, NOW).starts[0]
+    cands = [n for c in capacity.build(tuple(nodes)).values() for n in c.nodes.values()]
+    node, devices = scoring.choose("fgd", job.resources, cands, workload)
+    assert (start.placements[0].node, start.placements[0].devices) == (node.name, devices)
+    bucket = decide(replace(snap, config=PolicyConfig(placement="bucket")), NOW).starts[0]
+    assert bucket.placements[0].node == "a"  # the fullest A100 server that fits
