@@ -106,7 +106,9 @@ def synthetic_trace(jobs: int, servers: int, devices_per_node: int = 8, load: fl
                     tenants: int = 20) -> tuple[Any, list[Any]]:
     """A multi-tenant workload for the simulator: Poisson arrivals sized so the offered load
     is `load` × capacity, log-uniform durations (1 min – 12 h), sizes 1–16 devices (whole
-    servers above 8), 20 tenants in 2 pools with unequal shares and two of them guaranteed."""
+    servers above 8), 20 tenants in 2 pools with unequal shares, two of them guaranteed, and
+    skewed demand (tenant k submits in proportion to 1/(k+1), as a few groups dominate real
+    centers)."""
     from scheduler.sim.model import SimCluster, SimJob, SimServer, SimTenant
 
     rng = random.Random(seed)
@@ -117,6 +119,7 @@ def synthetic_trace(jobs: int, servers: int, devices_per_node: int = 8, load: fl
         quotas={(f"t{k:02d}", t): Quota(guaranteed=devices_per_node * 4) for k in (0, 1) for t in TYPES},
     )
     sizes = [1, 1, 1, 1, 2, 2, 4, 4, 8, 16]
+    weights = [1 / (k + 1) for k in range(tenants)]
     durations = [math.exp(rng.uniform(math.log(60), math.log(12 * 3600))) for _ in range(jobs)]
     mean_work = sum(durations) / jobs * sum(sizes) / len(sizes)
     rate = load * servers * devices_per_node / mean_work  # jobs per second
@@ -128,7 +131,7 @@ def synthetic_trace(jobs: int, servers: int, devices_per_node: int = 8, load: fl
         per_node = min(size, devices_per_node)
         types = (TYPES[i % 2],) if i % 4 else TYPES
         out.append(SimJob(i + 1, t, durations[i], per_node, math.ceil(size / per_node), accelerators=types,
-                          tenant=f"t{rng.randrange(tenants):02d}", cpu_milli=4000 * per_node, memory_mib=16384 * per_node,
+                          tenant=f"t{rng.choices(range(tenants), weights)[0]:02d}", cpu_milli=4000 * per_node, memory_mib=16384 * per_node,
                           priority_class=rng.choice(["normal", "normal", "normal", "high", "low"])))
     return cluster, out
 

@@ -164,11 +164,13 @@ def _table(results: dict[str, Any]) -> None:
         for name, r in results["policies"].items():
             t.add_row(name, _fmt(r["median_unallocated_gpu_pct_at_100"]), _fmt(r["mean_unallocated_gpu_pct_at_100"]))
     else:
-        t = Table("POLICY", "AVG JCT h", "P99 JCT h", "AVG WAIT h", "P99 WAIT h", "UTIL", "JAIN", "PREEMPT", "PENDING")
+        t = Table("POLICY", "AVG JCT h", "P99 JCT h", "AVG WAIT h", "P99 WAIT h", "UTIL", "JAIN", "JAIN (CONTENDED)", "PREEMPT",
+                  "PENDING")
         for name, r in results["policies"].items():
             h = lambda v: _fmt(None if v is None else v / 3600)  # noqa: E731
             t.add_row(name, h(r["avg_jct_s"]), h(r["p99_jct_s"]), h(r["avg_wait_s"]), h(r["p99_wait_s"]),
-                      _fmt(r["device_utilization"]), _fmt(r["jain_index"]), str(r["preemptions"]), str(r["still_pending"]))
+                      _fmt(r["device_utilization"]), _fmt(r["jain_index"]), _fmt(r["jain_index_contended"]), str(r["preemptions"]),
+                      str(r["still_pending"]))
     out.print(t)
 
 

@@ -165,6 +165,9 @@ class SimResult:
     decisions: int = 0
     dropped: int = 0
     total_devices: int = 0
+    # Fairness under contention: the time-weighted mean, over periods with jobs waiting, of
+    # Jain's index of (share of busy devices / entitlement among the tenants with work).
+    contended_jain: float | None = None
 
 
 class Simulator:
@@ -255,6 +258,27 @@ class Simulator:
             nodes.append(ShareNode(project_key(o, "default"), f"org:{o}", 1.0, (acc.at(max(t, acc.as_of)) if acc else 0.0) + live))
         return tuple(nodes)
 
+    def _contended_jain(self) -> float | None:
+        """Jain's index of busy-device share / entitlement over the tenants that have work
+        (running or waiting) right now; entitlement = pool share among the active pools ×
+        org share among the pool's active orgs."""
+        active = {o for o, b in self._busy.items() if b > 1e-9} | {j.tenant for j in self.pending.values()}
+        total = sum(self._busy.values())
+        if len(active) < 2 or total <= 0:
+            return None
+        tenants = {tn.org: tn for tn in self.cluster.tenants}
+        pool = {o: (tenants[o].pool if o in tenants else self.pool_of.get(o, "default")) for o in active}
+        shares = {o: (tenants[o].shares if o in tenants else 1.0) for o in active}
+        pools = set(pool.values())
+        pool_total = sum(self.cluster.pool_shares.get(p, 1.0) for p in pools)
+        ratios = []
+        for o in active:
+            siblings = sum(shares[x] for x in active if pool[x] == pool[o])
+            ent = self.cluster.pool_shares.get(pool[o], 1.0) / pool_total * shares[o] / siblings
+            ratios.append(self._busy.get(o, 0.0) / total / ent)
+        sq = sum(r * r for r in ratios)
+        return sum(ratios) ** 2 / (len(ratios) * sq) if sq > 0 else None
+
     def _start(self, job: SimJob, type_: str, placements: tuple[Placement, ...], milli: int, t: float) -> _Running:
         self.launcher.take(job, placements, milli)  # the independent check: raises on a double allocation
         self.caps[type_].take(placements, self._request(job).resources)
@@ -306,6 +330,8 @@ class Simulator:
         result = SimResult(self.records, 0.0, total_devices=self.cluster.total_devices)
         next_sample = 0.0
         done = 0
+        fair_sum = fair_time = 0.0
+        last: tuple[float, float] | None = None  # (time, jain) of the last contended decision
         while events:
             t = events[0][0]
             if cycle_s > 0:  # the next scheduling cycle at or after the first event
@@ -323,8 +349,15 @@ class Simulator:
                 result.samples.append((t, len(self.pending), self.launcher.allocated_milli / 1000,
                                        {k: v for k, v in self._busy.items() if v > 1e-9}))
                 next_sample = t + sample_every
+            if last is not None:
+                fair_sum += last[1] * (t - last[0])
+                fair_time += t - last[0]
+                last = None
             if not self.pending:
                 continue
+            j = self._contended_jain()
+            if j is not None:
+                last = (t, j)
             d = self.policy(self.snapshot(t), t)
             result.decisions += 1
             for p in d.preemptions:
@@ -344,6 +377,7 @@ class Simulator:
                 heapq.heappush(events, (r.ends, 0, seq, job.id, r.epoch))
                 seq += 1
         result.makespan = self.clock.t
+        result.contended_jain = fair_sum / fair_time if fair_time > 0 else None
         for job_id in self.pending:
             self.records[job_id].status = "PENDING"
         return result

@@ -5,6 +5,9 @@
 - Fairness: each tenant's share of the device-seconds used vs its entitlement (its
   normalized shares: pool share × org share among siblings), and Jain's index over the
   ratios share/entitlement of the tenants that ran something (1 = perfectly proportional).
+  Over a whole replay every job runs, so usage follows demand whatever the policy; the
+  telling figure is `jain_index_contended`: the same index taken at every decision while
+  jobs wait, over the tenants with work at that moment, time-weighted (engine.py).
 - Size classes for the longest wait: 1, 2–4, 5–8, 9+ devices (fractions count as 1).
 - FGD mode: the allocation ratio curve and the unallocated device % at 100 % arrived.
 """
@@ -96,6 +99,7 @@ def summarize(result: SimResult, cluster: SimCluster) -> dict[str, Any]:
         "tenants": {t: {"usage_share": share[t], "entitlement": ent[t], "ratio": share[t] / ent[t] if ent[t] else None}
                     for t in tenants},
         "jain_index": jain([share[t] / ent[t] for t in tenants if ent[t]]),
+        "jain_index_contended": result.contended_jain,
         "longest_wait_s_by_size": dict(sorted(longest.items())),
         "decisions": result.decisions,
         # For charts: JCT at every percentile 0..100, and the sampled time series.
