@@ -121,6 +121,27 @@ class TypeCapacity:
             for name in self.buckets[k]:
                 yield self.nodes[name]
 
+    def servers_for(self, r: Resources) -> list[NodeCap]:
+        """The servers that could hold one server's share of `r` by their devices (CPU and
+        memory not checked): enough wholly free devices, or for a fraction also those with
+        a partly used device; all of them for a CPU-only request."""
+        if r.devices_per_node == 0:
+            return self._all()
+        if r.fractional:
+            shared = {name for milli, name, _ in self.shared if milli >= r.device_milli}
+            return list(self.candidates(1)) + [self.nodes[n] for n in sorted(shared) if len(self.nodes[n].free) < 1]
+        return list(self.candidates(r.devices_per_node))
+
+    def _all(self) -> list[NodeCap]:
+        if isinstance(self.nodes, ChainMap):
+            over, base = self.nodes.maps
+            if over:
+                merged = dict(base)
+                merged.update(over)
+                return list(merged.values())
+            return list(base.values())
+        return list(self.nodes.values())
+
     # ------------------------------------------------------------------ placement
     def place(self, r: Resources, veto: Veto | None = None) -> tuple[Placement, ...] | None:
         """Find a placement for `r` without taking it (see `take`)."""

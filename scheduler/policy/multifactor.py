@@ -237,10 +237,8 @@ def _place_scored(st: _State, job: JobRequest, types: list[str], ends: float,
     cands = []
     for t in types:
         veto = st.veto(t, ends)
-        cap = st.caps[t]
-        for name in cap.nodes:
-            if veto is None or not veto(name, whole):
-                cands.append(cap.nodes[name])
+        nodes = st.caps[t].servers_for(r)
+        cands.extend(nodes if veto is None else [n for n in nodes if not veto(n.name, whole)])
     seed = (hash((job.id, job.submitted_at)) & 0x7FFFFFFF) if strategy == "random" else 0
     chosen = scoring.choose(strategy, r, cands, st.snap.workload, seed, rank=st.snap.tie_rank)
     if chosen is None:
