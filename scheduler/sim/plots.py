@@ -24,6 +24,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 PUBLISHED = Path("/work/shared/traces/alibaba-gpu-v2023/published_results/analysis_allo_discrete.csv")
 
 
+def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def published_curves(path: Path, workload: str) -> dict[str, list[tuple[float, float]]]:
     """Median allocation % per arrived % for each policy of the FGD paper, for one pod list."""
     by_policy: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -70,11 +77,7 @@ def _fgd(results: dict[str, Any], folder: Path, published: Path | None, workload
     ax.set_ylabel("allocated GPUs (%)")
     ax.set_title(f"GPU allocation vs arrived load{f' — {workload}' if workload else ''}")
     ax.legend(fontsize=7, ncol=2)
-    path = folder / "allocation.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, folder / "allocation.png")
 
 
 def _jct_cdf(results: dict[str, Any], folder: Path) -> Path | None:
@@ -93,11 +96,7 @@ def _jct_cdf(results: dict[str, Any], folder: Path) -> Path | None:
     ax.set_ylabel("fraction of jobs")
     ax.set_title("JCT CDF")
     ax.legend()
-    path = folder / "jct_cdf.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, folder / "jct_cdf.png")
 
 
 def _queue_util(results: dict[str, Any], folder: Path) -> Path | None:
@@ -117,11 +116,7 @@ def _queue_util(results: dict[str, Any], folder: Path) -> Path | None:
     ax2.set_ylabel("devices busy (fraction)")
     ax2.set_xlabel("time (hours)")
     ax1.legend(fontsize=8)
-    path = folder / "queue_utilization.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, folder / "queue_utilization.png")
 
 
 def _tenant_share(results: dict[str, Any], folder: Path) -> Path | None:
@@ -140,8 +135,4 @@ def _tenant_share(results: dict[str, Any], folder: Path) -> Path | None:
     ax.set_ylabel("share of busy devices")
     ax.set_title(f"per-tenant share over time ({name})")
     ax.legend(fontsize=7, ncol=2)
-    path = folder / "tenant_share.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, folder / "tenant_share.png")
