@@ -23,6 +23,8 @@ def loop_config(settings: Settings) -> LoopConfig:
         weight_age=settings.weight_age,
         weight_size=settings.weight_size,
         weight_qos=settings.weight_qos,
+        weight_shortness=settings.weight_shortness,
+        max_limit_s=settings.max_time_limit_s,
         max_age_s=settings.max_age_s,
         size_favors_small=settings.size_favors_small,
         backfill_depth=settings.backfill_depth,

@@ -187,6 +187,8 @@ class PolicyConfig:
     weight_age: float = 2.0
     weight_size: float = 1.0
     weight_qos: float = 3.0
+    weight_shortness: float = 6.0  # short time limits first (see priority.py; issue-4 sweep in docs/benchmarks.md)
+    max_limit_s: float = 14 * 24 * 3600  # the shortness factor reaches 0 here
     max_age_s: float = 7 * 24 * 3600  # the age factor reaches 1 after this wait
     size_favors_small: bool = False  # Slurm's default favours large jobs
     backfill_depth: int = 1  # reservations per accelerator type (1 = EASY backfill)

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     weight_age: float = Field(default=2.0, ge=0)
     weight_size: float = Field(default=1.0, ge=0)
     weight_qos: float = Field(default=3.0, ge=0)
+    # Shorter requested time limits first (shortest-job-first; cuts average JCT, see
+    # docs/benchmarks.md), reaching 0 at `max_time_limit_s`.
+    weight_shortness: float = Field(default=6.0, ge=0)
     # The age factor reaches 1 after this many seconds of waiting.
     max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     # Favour small jobs in the size factor (Slurm's PriorityFavorSmall); default favours large.

@@ -44,6 +44,16 @@ def test_priority_class_outweighs_age() -> None:
     assert started(decide(snap, NOW)) == [2]
 
 
+def test_shorter_time_limits_go_first() -> None:
+    """Invariant: all else equal, the job asking for less time starts first (shortness factor),
+    and the factor is reported."""
+    snap = make_snapshot([make_node("a")], [make_job(1, 8, t=0, limit=36000), make_job(2, 8, t=0, limit=600)])
+    d = decide(snap, NOW)
+    assert started(d) == [2]
+    factors = {n: f for n, f, _ in d.starts[0].priority.factors}
+    assert factors["shortness"] > {n: f for n, f, _ in waiting(d)[1].priority.factors}["shortness"]
+
+
 def test_unknown_priority_class_waits_with_its_code() -> None:
     """Invariant: a job naming a class that does not exist never starts and says why."""
     d = decide(make_snapshot([make_node("a")], [make_job(1, cls="vip")]), NOW)
