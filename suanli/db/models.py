@@ -91,6 +91,8 @@ class OrgRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="verified")
     shares: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # How far below zero the org's account may go (fen, >= 0).
+    credit_limit_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ProjectRow(Base):
@@ -240,6 +242,14 @@ class JobRow(Base):
     stop_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The fractional share of one device (thousandths); 1000 = whole devices.
     device_milli: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
+    # Billing of the current run: what was held at its start, split between the org's
+    # account and vouchers ({"cash": fen, "vouchers": [[voucher id, fen], ...], "at": iso}),
+    # and what has been charged from that hold so far (same shape, no "at"); metering
+    # charges in steps `meter_seq`. `subsidy_fen` totals what vouchers paid, all runs.
+    hold: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    run_charged: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    meter_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    subsidy_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class JobPlacementRow(Base):
@@ -307,3 +317,47 @@ class LedgerEntryRow(Base):
     # "org:<id>:cash", "center:revenue", "center:topups"
     account: Mapped[str] = mapped_column(String(64), index=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)  # signed; a txn's entries sum to 0
+
+
+class ProgramRow(Base):
+    """A subsidy program of the funder (e.g. "2026 算力券 第一批"): its budget is funded once,
+    vouchers are granted from it, and it pays `rate` of eligible costs."""
+
+    __tablename__ = "programs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    budget_fen: Mapped[int] = mapped_column(BigInteger)
+    rate: Mapped[Decimal] = mapped_column(Numeric(5, 4))
+    cap_per_org_year_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    org_kinds: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty = every kind
+    accelerator_types: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty = every type
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class VoucherRow(Base):
+    __tablename__ = "vouchers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
+    face_fen: Mapped[int] = mapped_column(BigInteger)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set once what was left went back to the program (revocation or expiry).
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditRow(Base):
+    """Every state-changing admin action: who, what, when, before and after."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
