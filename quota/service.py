@@ -1,8 +1,9 @@
-"""Billing service: charges at the end of a job, top-ups, balances.
+"""Billing service for accounts: top-ups, credit limits, balances (what `suanli balance`
+shows). Job money (holds, metering, settlement) is `quota.settlement`; programs and vouchers
+are `quota.programs`.
 
-Invariants: a job is charged at most once (ledger key `charge:job:<id>`), in the same
-transaction as its move to a terminal status; the amount is `quota.ledger.cost_fen` of the
-runner-reported start and end, at the price fixed when the job was scheduled.
+Invariants: balances are folds of ledger entries; a top-up is posted once per key; every
+admin change is written to the audit log in the same transaction.
 """
 
 from __future__ import annotations
@@ -11,38 +12,47 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from quota.ledger import charge_txn, cost_fen_milli, duration_ms, topup_txn
-from quota.types import Balance, org_cash
+from quota.ledger import topup_txn
+from quota.types import Balance, VoucherView, org_cash
+from suanli.db.models import OrgRow
+from suanli.db.store import billing as billing_store
 from suanli.db.store import ledger
-
-
-def charge_job(
-    s: Session,
-    *,
-    org_id: int,
-    job_id: int,
-    devices: int,
-    started_at: datetime,
-    ended_at: datetime,
-    fen_per_device_hour: int,
-    accelerator_type: str,
-    now: datetime,
-    device_milli: int = 1000,
-    run: int = 0,
-) -> int:
-    """Post the charge of one run of a job (at most once: the ledger key names job and run);
-    return its cost in fen."""
-    ms = duration_ms(started_at, ended_at)
-    amount = cost_fen_milli(devices * device_milli, ms, fen_per_device_hour)
-    share = "" if device_milli == 1000 else f" x {device_milli / 1000:g}"
-    memo = f"job {job_id}{f' run {run}' if run else ''}: {devices}{share} x {accelerator_type} x {ms} ms at {fen_per_device_hour} fen/device-hour"
-    ledger.post(s, charge_txn(org_id, job_id, amount, memo, run), now)
-    return amount
+from suanli.errors import invalid
 
 
 def top_up(s: Session, org_id: int, amount_fen: int, key: str, memo: str, now: datetime) -> bool:
     return ledger.post(s, topup_txn(org_id, amount_fen, key, memo), now)
 
 
-def balance(s: Session, org_id: int, org: str, recent: int = 10) -> Balance:
-    return Balance(org_id, org, ledger.account_balance(s, org_cash(org_id)), tuple(ledger.recent_txns(s, org_id, recent)))
+def set_credit_limit(s: Session, org: OrgRow, credit_limit_fen: int, actor: str, now: datetime) -> None:
+    if credit_limit_fen < 0:
+        raise invalid("bad_amount", "a credit limit is a non-negative number of fen", "credit_limit_fen")
+    locked = billing_store.lock_org(s, org.id)
+    assert locked is not None
+    cash, _ = billing_store.org_money(s, org.id)
+    if cash < -credit_limit_fen:
+        raise invalid("credit_below_debt",
+                      f"org {org.name} owes {-cash} fen already; the credit limit cannot go below that", "credit_limit_fen")
+    before = locked.credit_limit_fen
+    locked.credit_limit_fen = credit_limit_fen
+    billing_store.audit(s, actor, "org.credit_limit", f"org:{org.name}", {"credit_limit_fen": before},
+                        {"credit_limit_fen": credit_limit_fen}, now)
+
+
+def balance(s: Session, org_id: int, org: str, recent: int = 10, now: datetime | None = None) -> Balance:
+    row = s.get(OrgRow, org_id)
+    cash, held = billing_store.org_money(s, org_id)
+    vouchers = []
+    balances = billing_store.voucher_balances(s, org_id)
+    vheld = billing_store.voucher_held(s, [b.voucher.id for b in balances])
+    names = {p.id: p.name for p in billing_store.programs(s)}
+    for b in balances:
+        v = b.voucher
+        usable = v.revoked_at is None and (now is None or v.valid_from <= now < v.expires_at)
+        vouchers.append(VoucherView(v.id, names.get(v.program_id, str(v.program_id)), b.rate, tuple(sorted(b.types)), v.face_fen,
+                                    b.remaining_fen, vheld[v.id], v.valid_from, v.expires_at, v.revoked_at, usable))
+    return Balance(org_id, org, cash, tuple(ledger.recent_txns(s, org_id, recent)), held, row.credit_limit_fen if row else 0,
+                   tuple(vouchers))
+
+
+__all__ = ["balance", "org_cash", "set_credit_limit", "top_up"]

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 
+from quota.settlement import InsufficientFunds, bill_to_json, place_hold
 from scheduler.launcher import Launcher, LaunchError
 from scheduler.policy import decide
 from scheduler.reconciler import Reconciler
@@ -66,6 +67,8 @@ class LoopConfig:
     # Pending jobs' priority and estimate are rewritten at most this often unless their
     # reason changes (priorities move with age every cycle; the database need not).
     refresh_s: float = 30.0
+    # Running jobs are charged for their time so far this often (0: only at the end).
+    meter_interval_s: float = 300.0
 
 
 class SchedulerLoop:
@@ -84,6 +87,7 @@ class SchedulerLoop:
         self.policy = policy
         self.reconciler = Reconciler(db, launcher, self.clock, config.starting_timeout_s, config.half_life_s)
         self._written: dict[int, float] = {}  # pending job -> when its priority was last written
+        self._metered_at: datetime | None = None
 
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
@@ -102,6 +106,10 @@ class SchedulerLoop:
         report.waiting = len(decisions.waits)
         report.preempted = [p.job_id for p in decisions.preemptions]
         report.finished = self.reconciler.sync()
+        if self.config.meter_interval_s and (self._metered_at is None or
+                                             (now - self._metered_at).total_seconds() >= self.config.meter_interval_s):
+            self.reconciler.meter(now)
+            self._metered_at = now
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -159,8 +167,22 @@ class SchedulerLoop:
                     return False  # cancelled (or otherwise changed) since the snapshot
                 job_store.claim(s, d.job_id, d, node_ids)
                 job = job_store.get_job(s, d.job_id)
+                assert job is not None
+                hold = place_hold(s, org_id=job_store.job_org_id(s, d.job_id) or 0, job_id=d.job_id, run=job.restart_count,
+                                  devices=job.resources.total_devices, device_milli=job.resources.device_milli,
+                                  time_limit_s=job.time_limit_s, price=price.fen_per_device_hour if price else 0,
+                                  accelerator_type=d.accelerator_type, now=now)
+                job_store.set_bill(s, d.job_id, hold=bill_to_json(hold) | {"at": now.isoformat()}, run_charged=None, meter_seq=0)
+                job = job_store.get_job(s, d.job_id)
         except (IntegrityError, job_store.DeviceBusy) as e:
             log.warning("job %s: devices already claimed (%s); will retry next cycle", d.job_id, e)
+            return False
+        except InsufficientFunds as e:  # the policy's view of the funds was stale: wait
+            with self.db.begin() as s:
+                job_store.show_pending(s, [{"b_id": d.job_id, "reason": f"insufficient funds: {e}",
+                                            "reason_code": "insufficient_funds", "estimated_start_at": None,
+                                            "priority": d.priority.value if d.priority else None,
+                                            "priority_factors": [list(f) for f in d.priority.factors] if d.priority else None}])
             return False
         assert job is not None
         try:

@@ -17,7 +17,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from quota.service import charge_job
+from quota.settlement import bill_from_json, bill_to_json, run_cost, settle
+from quota.settlement import meter as meter_run
 from scheduler.launcher import Launcher
 from scheduler.types import ACTIVE, Job, JobStatus, RunnerPhase, RunnerState
 from suanli.db.engine import Database
@@ -120,6 +121,7 @@ class Reconciler:
     def _requeue(self, s: Any, job: Job, why: str, now: datetime) -> None:
         """Back to PENDING with its submit time kept, or FAILED after `MAX_REQUEUES` tries
         (a runner that can never start must not be retried forever)."""
+        self._close_run(s, job, None, now, now, center_fault=True)
         if job_store.requeue_count(s, job.id) >= MAX_REQUEUES:
             self._step(s, job, S.STARTING, S.FAILED, f"launch failed {MAX_REQUEUES + 1} times; last: {why}", now, ended_at=now)
         else:
@@ -140,9 +142,10 @@ class Reconciler:
                 self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=started)
                 status, version = S.RUNNING, version + 1
             fields: dict[str, Any] = {"ended_at": ended, "exit_code": st.exit_code, "started_at": started, "stop_by": None}
+            cost, subsidy = self._close_run(s, job, started, ended, now)
             if started is not None and job.accelerator_type is not None:
-                cost = self._bill_run(s, job, started, ended, now)
                 fields["cost_fen"] = (job.cost_fen or 0) + cost
+                fields["subsidy_fen"] = (job.subsidy_fen or 0) + subsidy
             if to is S.PENDING:  # requeued: the next run is decided afresh, its age kept
                 fields.update(accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None,
                               started_at=None, ended_at=None, restart_count=job.restart_count + 1)
@@ -153,30 +156,58 @@ class Reconciler:
                 job_store.clear_placements(s, job.id)
         self.launcher.release(job.id, len(job.placements))
 
-    def _bill_run(self, s: Any, job: Job, started: datetime, ended: datetime, now: datetime) -> int:
-        """Charge one run (ledger key per run) and add its usage to the project's fair share."""
-        assert job.accelerator_type is not None
-        cost = charge_job(
-            s, org_id=self._org_id(s, job), job_id=job.id, devices=job.resources.total_devices,
-            started_at=started, ended_at=ended, fen_per_device_hour=job.price_fen_per_device_hour or 0,
-            accelerator_type=job.accelerator_type, now=now, device_milli=job.resources.device_milli,
-            run=job.restart_count,
-        )
-        weight = job_store.billing_weight(s, job.accelerator_type)
-        units = job.resources.total_milli / 1000 * weight * max(0.0, (ended - started).total_seconds())
-        job_store.add_usage(s, job_store.job_project_id(s, job.id), units, ended, self.half_life_s)
-        return cost
+    def _close_run(self, s: Any, job: Job, started: datetime | None, ended: datetime, now: datetime,
+                   center_fault: bool = False) -> tuple[int, int]:
+        """Settle the run's hold — charge what it cost (nothing if it never started or was
+        lost through the center's fault, refunding what metering took) and release the rest —
+        and add its usage to the project's fair share. Returns (cost, paid by vouchers)."""
+        hold = bill_from_json(job.hold)
+        ran = started is not None and job.accelerator_type is not None and not center_fault
+        cost = 0
+        if ran:
+            assert started is not None
+            cost = run_cost(job.resources.total_devices, job.resources.device_milli, started, ended,
+                            job.price_fen_per_device_hour or 0)
+            weight = job_store.billing_weight(s, job.accelerator_type)  # type: ignore[arg-type]
+            units = job.resources.total_milli / 1000 * weight * max(0.0, (ended - started).total_seconds())
+            job_store.add_usage(s, job_store.job_project_id(s, job.id), units, ended, self.half_life_s)
+        final = settle(s, org_id=self._org_id(s, job), job_id=job.id, run=job.restart_count, hold=hold,
+                       charged=bill_from_json(job.run_charged), cost=cost, now=now, center_fault=not ran)
+        job_store.set_bill(s, job.id, hold=None, run_charged=None, meter_seq=0)
+        return final.total_fen, final.voucher_fen
+
+    def meter(self, now: datetime) -> int:
+        """Charge running jobs for their time so far (balances stay live); returns how many."""
+        with self.db.begin() as s:
+            running = job_store.jobs_in(s, [S.RUNNING])
+        metered = 0
+        for job in running:
+            if job.hold is None or job.started_at is None or job.accelerator_type is None:
+                continue
+            cost = run_cost(job.resources.total_devices, job.resources.device_milli, job.started_at, now,
+                            job.price_fen_per_device_hour or 0)
+            with self.db.begin() as s:
+                if job_store.get_job(s, job.id) != job:
+                    continue  # it moved on; the next pass sees it fresh
+                charged = meter_run(s, org_id=self._org_id(s, job), job_id=job.id, run=job.restart_count, seq=job.meter_seq + 1,
+                                hold=bill_from_json(job.hold), charged=bill_from_json(job.run_charged), cost=cost, now=now)
+                job_store.set_bill(s, job.id, run_charged=bill_to_json(charged), meter_seq=job.meter_seq + 1)
+            metered += 1
+        return metered
 
     def fail_launch(self, job: Job, reason: str) -> None:
         """The launcher refused the job outright: end it FAILED and free its devices."""
         now = self.clock.now()
         with self.db.begin() as s:
+            self._close_run(s, job, None, now, now, center_fault=True)
             self._step(s, job, S.STARTING, S.FAILED, reason, now, ended_at=now)
             job_store.release(s, job.id)
         self.launcher.release(job.id, len(job.placements))
 
     def _lost(self, job: Job, st: RunnerState, now: datetime) -> None:
         with self.db.begin() as s:
+            if job.status is not S.STARTING:  # STARTING settles in _requeue
+                self._close_run(s, job, job.started_at, now, now, center_fault=True)
             if job.status is S.STARTING:
                 self._requeue(s, job, f"runner not found on Ray ({st.error})", now)
             elif job.status is S.CANCELLING:

@@ -235,6 +235,9 @@ class Snapshot:
     prices: dict[str, int] = field(default_factory=dict)  # fen per device-hour
     funds: dict[str, int] | None = None  # spendable fen per org; None = not enforced
     config: PolicyConfig = field(default_factory=PolicyConfig)
+    # Optional: what each org can pay with (quota.types.Wallet); when given it is used
+    # instead of `funds` (vouchers pay their program's share of eligible types).
+    wallets: dict[str, Any] | None = None
     # Optional: free capacity already indexed by accelerator type (policy.capacity
     # TypeCapacity), kept up to date by the producer and describing exactly `nodes` (which
     # may then be left empty). `decide` only reads it (it works on forks).
@@ -356,6 +359,11 @@ class Job:
     priority_factors: tuple[tuple[str, float, float], ...] = ()
     estimated_start_at: datetime | None = None
     stop_by: datetime | None = None
+    # Billing of the current run (quota.settlement JSON) and of all runs.
+    hold: dict[str, Any] | None = None
+    run_charged: dict[str, Any] | None = None
+    meter_seq: int = 0
+    subsidy_fen: int | None = None
 
 
 @dataclass(frozen=True)

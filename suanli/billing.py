@@ -25,7 +25,7 @@ def _org_for(s, who: Principal, org: str | None) -> tuple[int, str]:  # type: ig
 def balance(db: Database, who: Principal, org: str | None, recent: int = 10) -> Balance:
     with db.begin() as s:
         org_id, name = _org_for(s, who, org)
-        return quota.balance(s, org_id, name, recent)
+        return quota.balance(s, org_id, name, recent, utcnow())
 
 
 def top_up(db: Database, who: Principal, org: str, amount_fen: int, key: str, memo: str) -> Balance:

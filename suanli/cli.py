@@ -240,15 +240,24 @@ def balance(
     recent: Annotated[int, typer.Option(help="How many recent transactions")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """Your org's prepaid balance and latest charges."""
+    """Your org's account, holds, vouchers (with expiry) and latest transactions."""
     data = call(client().balance, org, recent)
     if as_json:
         print_json(data)
         return
-    out.print(f"[bold]{data['org']}[/]: balance {fen(data['balance_fen'])}")
-    t = Table("WHEN", "KIND", "JOB", "AMOUNT", "MEMO")
+    out.print(f"[bold]{data['org']}[/]: account {fen(data['balance_fen'])}, held for running jobs {fen(data['held_fen'])}"
+              + (f", credit limit {fen(data['credit_limit_fen'])}" if data["credit_limit_fen"] else ""))
+    if data["vouchers"]:
+        vt = Table("VOUCHER", "PROGRAM", "RATE", "LEFT", "HELD", "EXPIRES", "STATUS")
+        for v in data["vouchers"]:
+            state = "usable" if v["usable"] else ("revoked" if v["revoked_at"] else "not valid now")
+            vt.add_row(str(v["id"]), v["program"], f"{float(v['rate']) * 100:g}%", fen(v["remaining_fen"]), fen(v["held_fen"]),
+                       v["expires_at"][:10], state)
+        out.print(vt)
+    t = Table("WHEN", "KIND", "JOB", "ACCOUNT", "VOUCHERS", "MEMO")
     for x in data["recent"]:
-        t.add_row((x["at"] or "")[:19].replace("T", " "), x["kind"], str(x["job_id"] or ""), fen(x["amount_fen"]), x["memo"])
+        t.add_row((x["at"] or "")[:19].replace("T", " "), x["kind"], str(x["job_id"] or ""), fen(x["amount_fen"]),
+                  fen(x["voucher_fen"]) if x["voucher_fen"] else "", x["memo"])
     out.print(t)
 
 

@@ -35,8 +35,12 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from quota.ledger import hold_fen
+from quota.types import Split, VoucherBalance
+from quota.vouchers import hold_split
 from scheduler.policy import capacity, scoring
 from scheduler.policy.backfill import Estimator, Reservation, Timeline
 from scheduler.policy.fairshare import classic, fair_tree
@@ -81,7 +85,13 @@ class _State:
                 m = j.milli
                 self.org_use[(j.org, j.accelerator_type)] += m
                 self.pool_use[(j.pool, j.accelerator_type)] += m
-        self.funds = dict(snap.funds) if snap.funds is not None else None
+        # What each org can still pay new holds with: account (with credit) and vouchers.
+        self.wallets: dict[str, tuple[int, list[VoucherBalance]]] | None = None
+        if snap.wallets is not None:
+            self.wallets = {o: (w.cash_available_fen, list(w.vouchers)) for o, w in snap.wallets.items()}
+        elif snap.funds is not None:
+            self.wallets = {o: (f, []) for o, f in snap.funds.items()}
+        self.at = datetime.fromtimestamp(now, UTC)  # for vouchers' validity windows
         self.reservations: dict[str, list[Reservation]] = defaultdict(list)
         self.estimators: dict[str, Estimator] = {}
         self._stopping: set[int] | None = None
@@ -144,6 +154,17 @@ class _State:
             return f"pool {job.pool} at {self.pool_use[(job.pool, t)] / 1000:g}/{pq.limit} {t} (limit)"
         return None
 
+    def hold(self, job: JobRequest, t: str, price: int) -> Split:
+        """How the org would pay the job's hold on type t: vouchers first, then the account."""
+        _, vouchers = (self.wallets or {}).get(job.org, (0, []))
+        return hold_split(job_hold(job, price), t, vouchers, self.at)
+
+    def affordable(self, job: JobRequest, t: str, price: int) -> bool:
+        if self.wallets is None:
+            return True
+        cash, _ = self.wallets.get(job.org, (0, []))
+        return self.hold(job, t, price).cash_fen <= cash
+
     def veto(self, t: str, ends_at: float):  # type: ignore[no-untyped-def]
         res = self.reservations.get(t)
         if not res:
@@ -155,8 +176,12 @@ class _State:
         self.caps[t].take(placements, r)
         self.org_use[(job.org, t)] += r.total_milli
         self.pool_use[(job.pool, t)] += r.total_milli
-        if self.funds is not None:
-            self.funds[job.org] = self.funds.get(job.org, 0) - job_hold(job, price)
+        if self.wallets is not None:
+            cash, vouchers = self.wallets.get(job.org, (0, []))
+            sp = self.hold(job, t, price)
+            left = dict(sp.voucher_parts)
+            self.wallets[job.org] = (cash - sp.cash_fen, [replace(b, remaining_fen=b.remaining_fen - left.get(b.voucher.id, 0))
+                                                          for b in vouchers])
         ends = self.now + job.time_limit_s
         whole = not r.fractional
         for p in placements:
@@ -262,13 +287,16 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
     if not types:
         return Wait(job.id, WaitCode.OVER_QUOTA, "over quota: " + "; ".join(v for v in limited.values() if v), prio)
     prices = {t: snap.prices.get(t, 0) for t in types}
-    if st.funds is not None:
-        spendable = st.funds.get(job.org, 0)
-        affordable = [t for t in types if job_hold(job, prices[t]) <= spendable]
+    if st.wallets is not None:
+        affordable = [t for t in types if st.affordable(job, t, prices[t])]
         if not affordable:
-            cheapest = min(job_hold(job, prices[t]) for t in types)
+            cheapest = min(types, key=lambda t: st.hold(job, t, prices[t]).cash_fen)
+            need = st.hold(job, cheapest, prices[cheapest])
+            spendable = st.wallets.get(job.org, (0, []))[0]
             return Wait(job.id, WaitCode.INSUFFICIENT_FUNDS,
-                        f"insufficient funds: the hold for its time limit is {cheapest} fen, org {job.org} can spend {spendable}", prio)
+                        f"insufficient funds: the hold for its time limit is {need.total_fen} fen ({need.voucher_fen} from "
+                        f"vouchers, {need.cash_fen} from the account); org {job.org} can spend {spendable} from its account",
+                        prio)
         types = affordable
     types = [t for t in types if st.caps[t].could_ever_fit(r)]
     if not types:

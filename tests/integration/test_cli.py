@@ -70,8 +70,9 @@ def test_submit_wait_logs_describe_balance(cli) -> None:  # type: ignore[no-unty
     assert desc["status"] == "SUCCEEDED" and desc["working_dir"] == str(REPO / "examples")
     assert [e["to_status"] for e in desc["events"]][-1] == "SUCCEEDED"
     bal = json.loads(cli("balance", "--json"))
-    charge = [t for t in bal["recent"] if t["job_id"] == job_id]
-    assert charge and charge[0]["amount_fen"] == -desc["cost_fen"]
+    mine = [t for t in bal["recent"] if t["job_id"] == job_id]
+    assert sum(t["amount_fen"] for t in mine) == -desc["cost_fen"]  # hold, charge, release: net the cost
+    assert [t["amount_fen"] for t in mine if t["kind"] == "charge"] == [-desc["cost_fen"]]
     assert [j["id"] for j in json.loads(cli("jobs", "--json"))] == [job_id]
     human = cli("describe", str(job_id))
     assert "Events:" in human and "SUCCEEDED" in human and "fairshare" in human

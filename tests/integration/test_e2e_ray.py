@@ -258,9 +258,11 @@ def test_reclaim_preempts_a_borrowing_job_requeues_it_and_starts_the_guaranteed_
         assert done["placements"][0]["node"] == victim_node  # the reserved, freed server
         untouched = ray_center.client.get(f"/v1/jobs/{first['id']}", headers=ray_center.headers(borrower.token)).json()
         assert untouched["restart_count"] == 0  # the earlier-started borrowing job was not needed
-        charges = [t for t in ray_center.client.get("/v1/balance?recent=50", headers=ray_center.headers(borrower.token)).json()["recent"]
-                   if t["job_id"] == second["id"]]
-        assert len(charges) == 1 and charges[0]["key"] == f"charge:job:{second['id']}"
+        txns = [t for t in ray_center.client.get("/v1/balance?recent=50", headers=ray_center.headers(borrower.token)).json()["recent"]
+                if t["job_id"] == second["id"]]
+        run0 = {t["kind"]: t["key"] for t in txns if ":run:0" in t["key"]}
+        assert run0 == {"hold": f"hold:job:{second['id']}:run:0", "charge": f"settle:job:{second['id']}:run:0",
+                        "release": f"release:job:{second['id']}:run:0"}  # the preempted run was settled once
     finally:
         for job in (first, second):
             ray_center.client.post(f"/v1/jobs/{job['id']}/cancel", headers=ray_center.headers(borrower.token))

@@ -160,6 +160,12 @@ def clear_placements(s: Session, job_id: int) -> None:
     s.execute(delete(JobPlacementRow).where(JobPlacementRow.job_id == job_id))
 
 
+def set_bill(s: Session, job_id: int, **fields: Any) -> None:
+    """Billing bookkeeping of a job's current run (hold, charged so far, meter step).
+    Written in the same transaction as the change that needs it; no version bump."""
+    s.execute(update(JobRow).where(JobRow.id == job_id).values(**fields).execution_options(synchronize_session=False))
+
+
 def show_pending(s: Session, rows: list[dict[str, Any]]) -> None:
     """Write why pending jobs wait (reason, code, priority, estimate), in one statement.
     Not a status change: no version bump, no event; jobs no longer pending are left alone."""
@@ -240,6 +246,10 @@ def job_from_row(row: JobRow, org: str, project: str, user: str, placements: tup
         priority_factors=tuple(tuple(f) for f in row.priority_factors or ()),  # type: ignore[misc]
         estimated_start_at=row.estimated_start_at,
         stop_by=row.stop_by,
+        hold=row.hold,
+        run_charged=row.run_charged,
+        meter_seq=row.meter_seq,
+        subsidy_fen=row.subsidy_fen,
     )
 
 

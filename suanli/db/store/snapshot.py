@@ -8,8 +8,9 @@ Invariants:
 - Usage per project = its stored decayed accumulator seen at `now`, plus the decayed usage
   of its runs still going (from their start to now), in billing units
   (device-seconds × the type's billing weight).
-- Spendable funds per org = its account balance minus the holds of its active jobs
-  (time limit × devices × price), because charges are posted only when a run ends.
+- What an org can pay new holds with (its wallet) = its account balance plus its credit
+  limit (running jobs' holds already left the account: quota.settlement), and its
+  vouchers' balances.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from quota.types import org_cash
+from quota.types import Wallet, org_cash
 from quota.usage import Accumulator, run_usage
-from quota.ledger import hold_fen
 from scheduler.types import (
     ACTIVE,
     JobRequest,
@@ -50,6 +50,7 @@ from suanli.db.models import (
     ProjectRow,
     UsageRow,
 )
+from suanli.db.store import billing as billing_store
 from suanli.db.store import tenancy
 
 
@@ -97,7 +98,6 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
     used_mem: dict[int, int] = defaultdict(int)
     running: list[RunningJob] = []
     live_usage: dict[int, float] = defaultdict(float)
-    holds: dict[int, int] = defaultdict(int)
     for j in active:
         for node_id, _ in placements[j.id]:
             used_cpu[node_id] += j.cpus_per_node
@@ -108,7 +108,6 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
             units = devices * j.device_milli / 1000 * weights.get(j.accelerator_type, 1.0)
             if j.started_at is not None and started < t:
                 live_usage[j.project_id] += run_usage(units, started, t, t, half_life_s)
-            holds[j.org_id] += hold_fen(devices * j.device_milli, j.time_limit_s, prices.get(j.accelerator_type, 0))
         running.append(RunningJob(
             id=j.id, org=orgs[j.org_id].name, accelerator_type=j.accelerator_type or "",
             placements=tuple(Placement(node_names[n], tuple(d)) for n, d in placements[j.id]),
@@ -145,11 +144,13 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
             .where(LedgerEntryRow.account.like("org:%:cash")).group_by(LedgerEntryRow.account)
         ).all()
     )
-    funds = {o.name: int(balances.get(org_cash(o.id), 0) or 0) - holds[o.id] for o in orgs.values()}
+    vouchers = billing_store.all_voucher_balances(s)
+    wallets = {o.name: Wallet(int(balances.get(org_cash(o.id), 0) or 0) + o.credit_limit_fen, tuple(vouchers.get(o.id, ())))
+               for o in orgs.values()}
     snapshot = Snapshot(
         nodes=views, pending=pending, running=tuple(running), share_tree=tuple(tree),
         quotas=org_quotas, pool_quotas=pool_quotas, classes=tenancy.priority_classes(s),
-        prices=prices, funds=funds, config=config,
+        prices=prices, wallets=wallets, config=config,
     )
     return Loaded(
         snapshot,
