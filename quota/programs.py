@@ -107,21 +107,38 @@ def revoke_voucher(s: Session, voucher_id: int, actor: str, now: datetime) -> in
 
 
 def expire_vouchers(s: Session, now: datetime) -> list[tuple[int, int]]:
-    """Return what expired vouchers have left to their programs (idempotent sweep)."""
-    from sqlalchemy import select
+    """Return to their programs what expired or revoked vouchers hold (idempotent sweep).
+    A voucher already returned can get money back later — a hold released or a charge
+    refunded after it expired — so those are swept again: each return's key names the
+    latest ledger entry on the voucher, so a replay with the same state is a no-op."""
+    from sqlalchemy import or_, select
 
-    due = list(s.scalars(select(VoucherRow.id).where(VoucherRow.expires_at <= now, VoucherRow.returned_at.is_(None))))
+    ended = list(s.scalars(select(VoucherRow.id).where(or_(VoucherRow.expires_at <= now, VoucherRow.revoked_at.is_not(None)))))
+    left = store.balances(s, [voucher_account(v) for v in ended])
+    due = [v for v in ended if left[voucher_account(v)] > 0 or v in _unreturned(s, ended)]
     out = []
     for v in store.lock_vouchers(s, due):
-        out.append((v.id, _return(s, v, "expire", now)))
+        kind = "revoke" if v.revoked_at is not None else "expire"
+        out.append((v.id, _return(s, v, kind, now)))
     return out
 
 
+def _unreturned(s: Session, ids: list[int]) -> set[int]:
+    from sqlalchemy import select
+
+    if not ids:
+        return set()
+    return set(s.scalars(select(VoucherRow.id).where(VoucherRow.id.in_(ids), VoucherRow.returned_at.is_(None))))
+
+
 def _return(s: Session, v: VoucherRow, kind: str, now: datetime) -> int:
-    left = store.balances(s, [voucher_account(v.id)])[voucher_account(v.id)]
+    account = voucher_account(v.id)
+    left = store.balances(s, [account])[account]
     if left > 0:
-        ledger_post(s, ledger.return_voucher_txn(v.program_id, v.id, v.org_id, left, f"{kind}:voucher:{v.id}", kind), now)
-    v.returned_at = now
+        last = store.last_entry_id(s, account)
+        ledger_post(s, ledger.return_voucher_txn(v.program_id, v.id, v.org_id, left, f"{kind}:voucher:{v.id}:{last}", kind), now)
+    if v.returned_at is None:
+        v.returned_at = now
     return left
 
 

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 
+from quota.programs import expire_vouchers
 from quota.settlement import InsufficientFunds, bill_to_json, place_hold
 from scheduler.launcher import Launcher, LaunchError
 from scheduler.policy import decide
@@ -109,6 +110,8 @@ class SchedulerLoop:
         if self.config.meter_interval_s and (self._metered_at is None or
                                              (now - self._metered_at).total_seconds() >= self.config.meter_interval_s):
             self.reconciler.meter(now)
+            with self.db.begin() as s:  # what expired vouchers hold goes back to their programs
+                expire_vouchers(s, now)
             self._metered_at = now
         report.seconds = time.perf_counter() - t0
         return report

@@ -174,6 +174,8 @@ class Reconciler:
         final = settle(s, org_id=self._org_id(s, job), job_id=job.id, run=job.restart_count, hold=hold,
                        charged=bill_from_json(job.run_charged), cost=cost, now=now, center_fault=not ran)
         job_store.set_bill(s, job.id, hold=None, run_charged=None, meter_seq=0)
+        if job.hold is not None and job.accelerator_type is not None:
+            job_store.record_run(s, job, started, ended, final, center_fault=not ran, now=now)
         return final.total_fen, final.voucher_fen
 
     def meter(self, now: datetime) -> int:

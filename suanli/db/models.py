@@ -361,3 +361,30 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(200))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class BillingRunRow(Base):
+    """One settled run of a job: the evidence statements and program reports are built from
+    (who, what type, how many device-hours at what price, what it cost, who paid)."""
+
+    __tablename__ = "billing_runs"
+    __table_args__ = (UniqueConstraint("job_id", "run"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    run: Mapped[int] = mapped_column(Integer)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    accelerator_type: Mapped[str] = mapped_column(String(64))
+    devices_milli: Mapped[int] = mapped_column(BigInteger)  # devices in thousandths
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(BigInteger)
+    price_fen_per_device_hour: Mapped[int] = mapped_column(BigInteger)
+    cost_fen: Mapped[int] = mapped_column(BigInteger)
+    cash_fen: Mapped[int] = mapped_column(BigInteger)
+    subsidy_fen: Mapped[int] = mapped_column(BigInteger)
+    # program id -> fen its vouchers paid for this run
+    programs: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    center_fault: Mapped[bool] = mapped_column(Boolean, default=False)
+    settled_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

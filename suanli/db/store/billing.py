@@ -126,3 +126,8 @@ def audit_rows(s: Session, limit: int = 100) -> list[AuditRow]:
 
 def txns_of_job(s: Session, job_id: int) -> list[LedgerTxnRow]:
     return list(s.scalars(select(LedgerTxnRow).where(LedgerTxnRow.job_id == job_id).order_by(LedgerTxnRow.id)))
+
+
+def last_entry_id(s: Session, account: str) -> int:
+    """Id of the latest ledger entry on an account (0 if none)."""
+    return int(s.scalar(select(func.coalesce(func.max(LedgerEntryRow.id), 0)).where(LedgerEntryRow.account == account)) or 0)

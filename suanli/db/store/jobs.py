@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from quota.ledger import duration_ms
+from quota.types import Split
 from quota.usage import Accumulator
 from scheduler.states import transition
 from scheduler.types import (
@@ -32,6 +34,8 @@ from scheduler.types import (
 )
 from suanli.db.models import (
     AcceleratorTypeRow,
+    BillingRunRow,
+    VoucherRow,
     DeviceShareRow,
     UsageRow,
     DeviceClaimRow,
@@ -337,3 +341,26 @@ def job_project_id(s: Session, job_id: int) -> int:
     pid = s.scalar(select(JobRow.project_id).where(JobRow.id == job_id))
     assert pid is not None
     return pid
+
+
+def record_run(s: Session, job: Job, started: datetime | None, ended: datetime, final: Split, center_fault: bool,
+               now: datetime) -> None:
+    """The evidence of one settled run, for statements and program reports."""
+    row = s.get(JobRow, job.id)
+    assert row is not None and job.accelerator_type is not None
+    voucher_ids = [v for v, _ in final.voucher_parts]
+    program_of = dict(s.execute(select(VoucherRow.id, VoucherRow.program_id).where(VoucherRow.id.in_(voucher_ids))).all()) \
+        if voucher_ids else {}
+    programs: dict[str, int] = {}
+    for v, fen in final.voucher_parts:
+        key = str(program_of[v])
+        programs[key] = programs.get(key, 0) + fen
+    ms = duration_ms(started, ended) if started is not None and not center_fault else 0
+    s.add(BillingRunRow(
+        job_id=job.id, run=job.restart_count, org_id=row.org_id, project_id=row.project_id, user_id=row.user_id,
+        accelerator_type=job.accelerator_type, devices_milli=job.resources.total_devices * job.resources.device_milli,
+        started_at=started, ended_at=ended, duration_ms=ms, price_fen_per_device_hour=job.price_fen_per_device_hour or 0,
+        cost_fen=final.total_fen, cash_fen=final.cash_fen, subsidy_fen=final.voucher_fen, programs=programs,
+        center_fault=center_fault, settled_at=now,
+    ))
+    s.flush()
