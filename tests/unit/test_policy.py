@@ -94,6 +94,26 @@ def test_funds_gate_admission_and_are_not_overcommitted() -> None:
     assert waiting(d)[2].code is WaitCode.INSUFFICIENT_FUNDS and "1200 fen" in waiting(d)[2].reason
 
 
+def test_vouchers_count_in_the_funds_check_for_eligible_types_only() -> None:
+    """Invariants: a voucher paying 30 % of A100 costs makes a job affordable that the account
+    alone could not cover; on a type the program does not pay for, the account must cover all."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from quota.types import Voucher, VoucherBalance, Wallet
+
+    t0, t1 = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    voucher = VoucherBalance(Voucher(1, 1, 1, 10_000, t0, t1), Decimal("0.3"), frozenset({A100}), 10_000)
+    wallets = {"o1": Wallet(900, (voucher,))}  # the hold is 1,200: 360 from the voucher, 840 from the account
+    snap = make_snapshot([make_node("a"), make_node("n", B910)], [make_job(1, 1, limit=3600)], prices={A100: 1200, B910: 1200},
+                         wallets=wallets)
+    assert started(decide(snap, NOW)) == [1]
+    snap = make_snapshot([make_node("a"), make_node("n", B910)], [make_job(1, 1, types=(B910,), limit=3600)],
+                         prices={A100: 1200, B910: 1200}, wallets=wallets)
+    w = waiting(decide(snap, NOW))[1]
+    assert w.code is WaitCode.INSUFFICIENT_FUNDS and "1200 fen (0 from vouchers" in w.reason
+
+
 # ---------------------------------------------------------------------------- placement
 
 
