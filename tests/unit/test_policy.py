@@ -102,7 +102,7 @@ def test_vouchers_count_in_the_funds_check_for_eligible_types_only() -> None:
 
     from quota.types import Voucher, VoucherBalance, Wallet
 
-    t0, t1 = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    t0, t1 = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)  # NOW is in January 1970
     voucher = VoucherBalance(Voucher(1, 1, 1, 10_000, t0, t1), Decimal("0.3"), frozenset({A100}), 10_000)
     wallets = {"o1": Wallet(900, (voucher,))}  # the hold is 1,200: 360 from the voucher, 840 from the account
     snap = make_snapshot([make_node("a"), make_node("n", B910)], [make_job(1, 1, limit=3600)], prices={A100: 1200, B910: 1200},
