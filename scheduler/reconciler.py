@@ -125,8 +125,10 @@ class Reconciler:
         if job_store.requeue_count(s, job.id) >= MAX_REQUEUES:
             self._step(s, job, S.STARTING, S.FAILED, f"launch failed {MAX_REQUEUES + 1} times; last: {why}", now, ended_at=now)
         else:
+            # A new run number: the next attempt holds and settles under its own keys.
             self._step(s, job, S.STARTING, S.PENDING, f"requeued: {why}", now,
-                       accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None)
+                       accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None,
+                       restart_count=job.restart_count + 1)
             job_store.clear_placements(s, job.id)
         job_store.release(s, job.id)
 

@@ -193,7 +193,8 @@ def test_runner_that_cannot_be_placed_is_requeued_then_failed(local_ray, tmp_pat
     """Invariants: a server the database knows but Ray does not (no Ray node carries its
     label) leaves the runner unplaceable: the job is requeued after the starting timeout,
     keeping its place, and after MAX_REQUEUES requeues ends FAILED with the reason; its
-    devices are released each time."""
+    devices are released each time, and each attempt holds and settles under its own run
+    number with nothing charged."""
     from tests.conftest import make_center
 
     from scheduler.launcher import RayLauncher
@@ -221,6 +222,16 @@ def test_runner_that_cannot_be_placed_is_requeued_then_failed(local_ray, tmp_pat
     assert got["submitted_at"] == job["submitted_at"]
     nodes = c.client.get("/v1/nodes", headers=c.headers(m.token)).json()
     assert nodes[0]["devices_free"] == 8
+    # Each attempt is its own run: its own hold, settled as a center fault (nothing charged).
+    from sqlalchemy import select
+
+    from suanli.db.models import BillingRunRow
+    with c.db.begin() as s:
+        runs = list(s.scalars(select(BillingRunRow).where(BillingRunRow.job_id == job["id"]).order_by(BillingRunRow.run)))
+    assert [r.run for r in runs] == list(range(MAX_REQUEUES + 1))
+    assert all(r.center_fault and r.cost_fen == 0 for r in runs)
+    bal = c.client.get("/v1/balance", headers=c.headers(m.token)).json()
+    assert bal["held_fen"] == 0
     c.db.dispose()
 
 
