@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routers import admin, billing, jobs, nodes
+from api.routers import accounts, admin, billing, jobs, nodes, programs, reports
 from api.schemas.common import Problem
 from api.schemas.jobs import JobSpecIn
 from api.validation import validation_error
@@ -148,6 +148,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(nodes.router)
     app.include_router(billing.router)
     app.include_router(admin.router)
+    app.include_router(accounts.router)
+    app.include_router(programs.router)
+    app.include_router(reports.router)
     _document_raw_bodies(app)
     return app
 

@@ -21,6 +21,10 @@ from urllib.parse import quote
 
 import httpx
 
+from suanli.client_accounts import AccountsClient
+from suanli.client_programs import ProgramsClient
+from suanli.client_reports import ReportsClient
+
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 
@@ -54,7 +58,7 @@ class ApiUnreachable(Exception):
     pass
 
 
-class Client:
+class Client(AccountsClient, ProgramsClient, ReportsClient):
     def __init__(self, server: str, token: str | None, http: httpx.Client | None = None, timeout: float = 30.0) -> None:
         self.server = server.rstrip("/")
         self.token = token
