@@ -70,6 +70,8 @@ class LoopConfig:
     refresh_s: float = 30.0
     # Running jobs are charged for their time so far this often (0: only at the end).
     meter_interval_s: float = 300.0
+    # Runs lost through the center's fault cost nothing (False: charged for the time they ran).
+    refund_center_faults: bool = True
 
 
 class SchedulerLoop:
@@ -86,7 +88,8 @@ class SchedulerLoop:
         self.config = config
         self.clock = clock or SystemClock()
         self.policy = policy
-        self.reconciler = Reconciler(db, launcher, self.clock, config.starting_timeout_s, config.half_life_s)
+        self.reconciler = Reconciler(db, launcher, self.clock, config.starting_timeout_s, config.half_life_s,
+                                     refund_center_faults=config.refund_center_faults)
         self._written: dict[int, float] = {}  # pending job -> when its priority was last written
         self._metered_at: datetime | None = None
 

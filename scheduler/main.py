@@ -31,7 +31,8 @@ def loop_config(settings: Settings) -> LoopConfig:
         estimate_depth=settings.estimate_depth,
         reclaim=settings.reclaim,
     )
-    return LoopConfig(settings.jobs_dir, settings.starting_timeout_s, policy, settings.fairshare_half_life_s)
+    return LoopConfig(settings.jobs_dir, settings.starting_timeout_s, policy, settings.fairshare_half_life_s,
+                      meter_interval_s=settings.meter_interval_s, refund_center_faults=settings.refund_center_faults)
 
 
 def run(settings: Settings) -> None:

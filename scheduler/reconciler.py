@@ -64,8 +64,9 @@ def outcome(job: Job, st: RunnerState) -> tuple[JobStatus, str]:
 
 class Reconciler:
     def __init__(self, db: Database, launcher: Launcher, clock: Clock, starting_timeout_s: float,
-                 half_life_s: float = 7 * 24 * 3600) -> None:
+                 half_life_s: float = 7 * 24 * 3600, refund_center_faults: bool = True) -> None:
         self.db = db
+        self.refund_center_faults = refund_center_faults
         self.launcher = launcher
         self.clock = clock
         self.starting_timeout_s = starting_timeout_s
@@ -164,6 +165,7 @@ class Reconciler:
         lost through the center's fault, refunding what metering took) and release the rest —
         and add its usage to the project's fair share. Returns (cost, paid by vouchers)."""
         hold = bill_from_json(job.hold)
+        center_fault = center_fault and self.refund_center_faults  # else charged like any run
         ran = started is not None and job.accelerator_type is not None and not center_fault
         cost = 0
         if ran:
@@ -209,9 +211,13 @@ class Reconciler:
         self.launcher.release(job.id, len(job.placements))
 
     def _lost(self, job: Job, st: RunnerState, now: datetime) -> None:
+        billed = "not charged" if self.refund_center_faults else "charged for the time it ran"
         with self.db.begin() as s:
+            cost: dict[str, Any] = {}
             if job.status is not S.STARTING:  # STARTING settles in _requeue
-                self._close_run(s, job, job.started_at, now, now, center_fault=True)
+                charged, subsidy = self._close_run(s, job, job.started_at, now, now, center_fault=True)
+                if charged:  # only when center faults are billed (`refund_center_faults` off)
+                    cost = {"cost_fen": (job.cost_fen or 0) + charged, "subsidy_fen": (job.subsidy_fen or 0) + subsidy}
             if job.status is S.STARTING:
                 self._requeue(s, job, f"runner not found on Ray ({st.error})", now)
             elif job.status is S.CANCELLING:
@@ -221,13 +227,13 @@ class Reconciler:
                 to = S.PENDING if job.requeue else S.PREEMPTED
                 extra = dict(accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None, started_at=None,
                              restart_count=job.restart_count + 1) if to is S.PENDING else dict(ended_at=now)
-                self._step(s, job, S.PREEMPTING, to, f"runner gone while preempting ({st.error}); not charged", now,
-                           stop_by=None, **extra)
+                self._step(s, job, S.PREEMPTING, to, f"runner gone while preempting ({st.error}); {billed}", now,
+                           stop_by=None, **extra, **cost)
                 job_store.release(s, job.id)
                 if to is S.PENDING:
                     job_store.clear_placements(s, job.id)
             else:
-                self._step(s, job, S.RUNNING, S.FAILED, f"runner lost: {st.error}; not charged", now, ended_at=now)
+                self._step(s, job, S.RUNNING, S.FAILED, f"runner lost: {st.error}; {billed}", now, ended_at=now, **cost)
                 job_store.release(s, job.id)
         self.launcher.release(job.id, len(job.placements))
 

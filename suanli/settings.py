@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # Ray namespace where runner actors are registered by name (`suanli-job-<id>`).
     ray_namespace: str = "suanli"
 
+    # Billing (see docs/billing.md).
+    # Seconds between meters of running jobs, so balances stay live (0: charge only at the end).
+    meter_interval_s: float = Field(default=300.0, ge=0)
+    # A run lost through the center's fault (node lost, runner gone) is not charged; False
+    # charges the time it ran like any other run.
+    refund_center_faults: bool = True
+
     # Fair-share policy (see scheduler/policy/multifactor.py and priority.py).
     # Half-life of usage decay, seconds (Slurm's PriorityDecayHalfLife; default 7 days).
     fairshare_half_life_s: float = Field(default=7 * 24 * 3600, gt=0)
@@ -63,6 +70,11 @@ class Settings(BaseSettings):
     estimate_depth: int = Field(default=50, ge=0)
     # Preempt borrowing jobs so that orgs below their guarantee can start.
     reclaim: bool = True
+
+    # Billing.
+    # IANA time zone of billing months: a run belongs to the calendar month of its settlement
+    # time in this zone (statements per org and month, program reports).
+    billing_timezone: str = "Asia/Shanghai"
 
     # Job limits.
     # Time limit applied when a spec gives none, and the longest accepted.
