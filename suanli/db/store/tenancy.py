@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from quota.types import Price
 from suanli.db.models import (
     AcceleratorTypeRow,
+    AuditRow,
     NodeRow,
     OrgRow,
     PoolRow,
@@ -271,3 +272,40 @@ def put_priority_class(s: Session, name: str, value: Decimal, preemptible: bool,
             row.description = description
     s.flush()
     return row
+
+
+# ---------------------------------------------------------------------------- accounts
+# Used by the accounts service (`suanli.accounts`): orgs with their pools, price versions, the
+# audit log's read side.
+
+
+def org_rows(s: Session, kind: str | None = None, pool: str | None = None, status: str | None = None) -> list[tuple[OrgRow, str]]:
+    """Orgs (with their pool's name) by name, optionally only those of a kind, pool or status."""
+    q = select(OrgRow, PoolRow.name).join(PoolRow, PoolRow.id == OrgRow.pool_id)
+    if kind is not None:
+        q = q.where(OrgRow.kind == kind)
+    if pool is not None:
+        q = q.where(PoolRow.name == pool)
+    if status is not None:
+        q = q.where(OrgRow.status == status)
+    return [(o, p) for o, p in s.execute(q.order_by(OrgRow.name))]
+
+
+def price_rows(s: Session) -> list[PriceRow]:
+    """Every price version, by type, then in the order they take effect (ties: later id wins)."""
+    return list(s.scalars(select(PriceRow).order_by(PriceRow.accelerator_type, PriceRow.effective_from, PriceRow.id)))
+
+
+def audit_log(s: Session, action: str | None, target: str | None, actor: str | None, since: datetime | None,
+              limit: int) -> list[AuditRow]:
+    """Audit rows matching every filter given (exact matches; `since` inclusive), newest first."""
+    q = select(AuditRow)
+    if action is not None:
+        q = q.where(AuditRow.action == action)
+    if target is not None:
+        q = q.where(AuditRow.target == target)
+    if actor is not None:
+        q = q.where(AuditRow.actor == actor)
+    if since is not None:
+        q = q.where(AuditRow.at >= since)
+    return list(s.scalars(q.order_by(AuditRow.id.desc()).limit(limit)))
