@@ -58,8 +58,10 @@ def place_hold(s: Session, *, org_id: int, job_id: int, run: int, devices: int, 
     org = store.lock_org(s, org_id)
     assert org is not None
     total = hold_fen(devices * device_milli, time_limit_s, price)
+    store.lock_vouchers(s, [v.id for v in store.org_vouchers(s, org_id)])
+    # Read the balances only under the voucher locks: a revocation or an expiry sweep locks
+    # just the voucher (not the org) and may have taken its money back meanwhile.
     balances = store.voucher_balances(s, org_id)
-    store.lock_vouchers(s, [b.voucher.id for b in balances])
     sp = hold_split(total, accelerator_type, balances, now)
     cash, _held = store.org_money(s, org_id)
     if cash - sp.cash_fen < -org.credit_limit_fen:

@@ -1,9 +1,14 @@
 """Store: programs, vouchers, the audit log, and balances read from the ledger.
 
 Invariants: balances are always folds of ledger entries (never stored); `lock_*` take row
-locks (SELECT … FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes
+locks (SELECT … FOR NO KEY UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes
 writers) in one global order — program, then org, then vouchers by id — so concurrent grants
-and settlements cannot deadlock; functions never commit.
+and settlements cannot deadlock; functions never commit. NO KEY UPDATE, not FOR UPDATE:
+foreign-key checks take FOR KEY SHARE on the row they reference, which FOR UPDATE blocks, so
+a revocation holding a voucher lock and posting a transaction that references the org would
+wait for a hold holding the org and waiting for that voucher — a deadlock outside the order.
+A locked row is read afresh (populate_existing): an object loaded earlier in the session
+would otherwise keep what it was before the lock was granted (status, revocation, limit).
 """
 
 from __future__ import annotations
@@ -45,18 +50,20 @@ def balances(s: Session, accounts: Sequence[str]) -> dict[str, int]:
 
 
 def lock_program(s: Session, program_id: int) -> ProgramRow | None:
-    return s.scalar(select(ProgramRow).where(ProgramRow.id == program_id).with_for_update())
+    return s.scalar(select(ProgramRow).where(ProgramRow.id == program_id).with_for_update(key_share=True)
+                    .execution_options(populate_existing=True))
 
 
 def lock_org(s: Session, org_id: int) -> OrgRow | None:
-    return s.scalar(select(OrgRow).where(OrgRow.id == org_id).with_for_update())
+    return s.scalar(select(OrgRow).where(OrgRow.id == org_id).with_for_update(key_share=True)
+                    .execution_options(populate_existing=True))
 
 
 def lock_vouchers(s: Session, voucher_ids: Sequence[int]) -> list[VoucherRow]:
     if not voucher_ids:
         return []
     return list(s.scalars(select(VoucherRow).where(VoucherRow.id.in_(sorted(set(voucher_ids)))).order_by(VoucherRow.id)
-                          .with_for_update()))
+                          .with_for_update(key_share=True).execution_options(populate_existing=True)))
 
 
 def get_program(s: Session, name: str) -> ProgramRow | None:
