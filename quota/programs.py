@@ -6,10 +6,11 @@ Invariants:
   grants can never overdraw a program's budget or an org's yearly cap.
 - A program's budget moves center:subsidy → program budget once, at creation; a grant moves
   program budget → voucher; revocation and expiry move what is left back to the program.
-- Refusals (`SuanliError`, 4xx with a code): non-positive amounts, rate outside (0, 1],
+- Refusals (`SuanliError`, 4xx with a code): non-positive amounts, rate outside (0, 1] or
+  with more than 4 decimal places (the column's scale),
   validity windows that end before they start, a grant beyond the program's budget left or
   the org's yearly cap, an org of a kind or a status the program does not serve, a grant
-  outside the program's window.
+  outside the program's window or one that would already have expired.
 """
 
 from __future__ import annotations
@@ -25,14 +26,19 @@ from suanli.db.models import OrgRow, ProgramRow, VoucherRow
 from suanli.db.store import billing as store
 from suanli.errors import conflict, invalid, not_found
 
+RATE_PLACES = 4  # programs.rate is NUMERIC(5, 4)
+RATE_STEP = Decimal(1).scaleb(-RATE_PLACES)
+
 
 def create_program(s: Session, *, name: str, budget_fen: int, rate: Decimal, cap_per_org_year_fen: int | None,
                    org_kinds: list[str], accelerator_types: list[str], valid_from: datetime, valid_until: datetime,
                    actor: str, now: datetime) -> ProgramRow:
     if budget_fen <= 0:
         raise invalid("bad_amount", "the budget must be a positive number of fen", "budget_fen")
-    if not (Decimal(0) < rate <= Decimal(1)):
+    if not rate.is_finite() or not (Decimal(0) < rate <= Decimal(1)):
         raise invalid("bad_rate", "the subsidy rate must be in (0, 1], e.g. 0.3 for 30 %", "rate")
+    if rate != rate.quantize(RATE_STEP):  # programs.rate is NUMERIC(5, 4): never store a rounded rate
+        raise invalid("bad_rate", f"the subsidy rate has at most {RATE_PLACES} decimal places", "rate")
     if cap_per_org_year_fen is not None and cap_per_org_year_fen <= 0:
         raise invalid("bad_amount", "the yearly cap per org must be positive (or none)", "cap_per_org_year_fen")
     if valid_until <= valid_from:
@@ -67,6 +73,8 @@ def grant_voucher(s: Session, *, program: str, org: OrgRow, face_fen: int, valid
                       "fall inside it", "expires_at")
     if now >= prog.valid_until:
         raise conflict("program_ended", f"program {program} ended on {prog.valid_until:%Y-%m-%d}")
+    if expires_at <= now:  # after program_ended, which says more when the program is over
+        raise invalid("bad_window", f"expires_at {expires_at:%Y-%m-%d %H:%M} is not in the future", "expires_at")
     if prog.org_kinds and org.kind not in prog.org_kinds:
         raise conflict("org_not_eligible", f"program {program} serves {', '.join(prog.org_kinds)}; org {org.name} is a {org.kind}")
     if org.status != "verified":
@@ -91,9 +99,10 @@ def grant_voucher(s: Session, *, program: str, org: OrgRow, face_fen: int, valid
     return row
 
 
-def revoke_voucher(s: Session, voucher_id: int, actor: str, now: datetime) -> int:
+def revoke_voucher(s: Session, voucher_id: int, actor: str, now: datetime, reason: str = "") -> int:
     """Revoke a voucher and return what it had left to its program; returns that amount.
-    Money already held for running jobs stays held and is settled from the hold."""
+    Money already held for running jobs stays held and is settled from the hold. `reason`
+    goes into the audit row."""
     row = store.lock_vouchers(s, [voucher_id])
     if not row:
         raise not_found("voucher", voucher_id)
@@ -102,7 +111,8 @@ def revoke_voucher(s: Session, voucher_id: int, actor: str, now: datetime) -> in
         raise conflict("voucher_revoked", f"voucher {voucher_id} was revoked on {v.revoked_at:%Y-%m-%d}")
     left = _return(s, v, "revoke", now)
     v.revoked_at = now
-    store.audit(s, actor, "voucher.revoke", f"voucher:{voucher_id}", {"remaining_fen": left}, {"remaining_fen": 0}, now)
+    store.audit(s, actor, "voucher.revoke", f"voucher:{voucher_id}", {"remaining_fen": left},
+                {"remaining_fen": 0, "returned_fen": left, "reason": reason}, now)
     return left
 
 

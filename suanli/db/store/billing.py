@@ -138,3 +138,62 @@ def txns_of_job(s: Session, job_id: int) -> list[LedgerTxnRow]:
 def last_entry_id(s: Session, account: str) -> int:
     """Id of the latest ledger entry on an account (0 if none)."""
     return int(s.scalar(select(func.coalesce(func.max(LedgerEntryRow.id), 0)).where(LedgerEntryRow.account == account)) or 0)
+
+
+# --- read-only views for the programs admin (`suanli.programs`) ------------------------------
+
+_IN_CHUNK = 500  # accounts per IN (…) list: keeps statements small on both backends
+
+
+def program_rows_by_id(s: Session, program_ids: Sequence[int]) -> dict[int, ProgramRow]:
+    if not program_ids:
+        return {}
+    return {p.id: p for p in s.scalars(select(ProgramRow).where(ProgramRow.id.in_(sorted(set(program_ids)))))}
+
+
+def get_voucher(s: Session, voucher_id: int) -> VoucherRow | None:
+    return s.get(VoucherRow, voucher_id)
+
+
+def vouchers_where(s: Session, *, org_id: int | None = None, program_id: int | None = None) -> list[VoucherRow]:
+    """Vouchers (by id) of one org and/or one program; every voucher when both are None."""
+    q = select(VoucherRow).order_by(VoucherRow.id)
+    if org_id is not None:
+        q = q.where(VoucherRow.org_id == org_id)
+    if program_id is not None:
+        q = q.where(VoucherRow.program_id == program_id)
+    return list(s.scalars(q))
+
+
+def org_names(s: Session, org_ids: Sequence[int]) -> dict[int, str]:
+    if not org_ids:
+        return {}
+    rows = s.execute(select(OrgRow.id, OrgRow.name).where(OrgRow.id.in_(sorted(set(org_ids))))).all()
+    return {org_id: name for org_id, name in rows}
+
+
+def balances_by_kind(s: Session, accounts: Sequence[str]) -> dict[tuple[str, str], int]:
+    """Sum of entries per (account, transaction kind), for accounts that have any: what
+    moved in and out of an account by grants, holds, charges, refunds, returns…"""
+    out: dict[tuple[str, str], int] = {}
+    unique_accounts = sorted(set(accounts))
+    for i in range(0, len(unique_accounts), _IN_CHUNK):
+        chunk = unique_accounts[i:i + _IN_CHUNK]
+        rows = s.execute(
+            select(LedgerEntryRow.account, LedgerTxnRow.kind, func.sum(LedgerEntryRow.amount_fen))
+            .join(LedgerTxnRow, LedgerTxnRow.id == LedgerEntryRow.txn_id)
+            .where(LedgerEntryRow.account.in_(chunk))
+            .group_by(LedgerEntryRow.account, LedgerTxnRow.kind)
+        ).all()
+        for account, kind, total in rows:
+            out[(account, kind)] = int(total or 0)
+    return out
+
+
+def balances_many(s: Session, accounts: Sequence[str]) -> dict[str, int]:
+    """`balances` for any number of accounts (chunked IN lists)."""
+    out: dict[str, int] = {}
+    unique_accounts = sorted(set(accounts))
+    for i in range(0, len(unique_accounts), _IN_CHUNK):
+        out.update(balances(s, unique_accounts[i:i + _IN_CHUNK]))
+    return out
