@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # A run lost through the center's fault (node lost, runner gone) is not charged; False
     # charges the time it ran like any other run.
     refund_center_faults: bool = True
+    # IANA time zone of billing months: a run belongs to the calendar month of its settlement
+    # time in this zone (statements per org and month, program reports).
+    billing_timezone: str = "Asia/Shanghai"
 
     # Fair-share policy (see scheduler/policy/multifactor.py and priority.py).
     # Half-life of usage decay, seconds (Slurm's PriorityDecayHalfLife; default 7 days).
@@ -70,11 +73,6 @@ class Settings(BaseSettings):
     estimate_depth: int = Field(default=50, ge=0)
     # Preempt borrowing jobs so that orgs below their guarantee can start.
     reclaim: bool = True
-
-    # Billing.
-    # IANA time zone of billing months: a run belongs to the calendar month of its settlement
-    # time in this zone (statements per org and month, program reports).
-    billing_timezone: str = "Asia/Shanghai"
 
     # Job limits.
     # Time limit applied when a spec gives none, and the longest accepted.
