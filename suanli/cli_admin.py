@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-admin_app = typer.Typer(help="Center admins: quotas, fair-share weights, priority classes, projects.",
+admin_app = typer.Typer(help="Center admins: quotas, fair-share weights, priority classes, projects; orgs, prices, "
+                             "credit, top-ups, programs, vouchers, reports, audit.",
                         no_args_is_help=True)
 quota_app = typer.Typer(help="Guaranteed devices and limits per org or pool and accelerator type.", no_args_is_help=True)
 shares_app = typer.Typer(help="Fair-share weights of pools, orgs and projects.", no_args_is_help=True)

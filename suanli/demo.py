@@ -11,17 +11,24 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+from quota import programs
 from quota import service as quota
 from suanli.cluster import ClusterSpec
 from suanli.db.engine import Database
+from suanli.db.store import billing as billing_store
 from suanli.db.store import tenancy
 from suanli.identity import Role, new_token
 
 # Demo prices, fen per device-hour: ¥12.00 for an A100-80G hour, ¥8.00 for a 910B hour.
 DEMO_PRICES = {"nvidia-a100-80g": 1200, "ascend-910b": 800}
+# A compute-voucher program (30 % of eligible costs) and a ¥5,000 voucher for nova-robotics,
+# so `suanli balance` and statements show the subsidy split from the first job.
+DEMO_PROGRAM = "demo 算力券"
+DEMO_VOUCHER = ("nova-robotics", 500_000)
 DEFAULT_PRICE = 1000
 
 ORGS = (
@@ -54,6 +61,15 @@ def seed(db: Database, data_dir: Path, cluster: ClusterSpec) -> DemoTokens:
             user = tenancy.get_user(s, member) or tenancy.create_user(s, member, Role.MEMBER, org.id, now)
             users[member] = user.id
             quota.top_up(s, org.id, prepaid, f"topup:demo:{org_name}", "demo prepaid balance", now)
+        if billing_store.get_program(s, DEMO_PROGRAM) is None:
+            start = datetime(now.year, 1, 1, tzinfo=UTC)
+            programs.create_program(s, name=DEMO_PROGRAM, budget_fen=100_000_000, rate=Decimal("0.3"),
+                                    cap_per_org_year_fen=10_000_000, org_kinds=[], accelerator_types=[],
+                                    valid_from=start, valid_until=datetime(now.year + 2, 1, 1, tzinfo=UTC), actor="demo", now=now)
+            org = tenancy.get_org(s, DEMO_VOUCHER[0])
+            if org is not None:
+                programs.grant_voucher(s, program=DEMO_PROGRAM, org=org, face_fen=DEMO_VOUCHER[1], valid_from=now,
+                                       expires_at=now + timedelta(days=365), actor="demo", now=now)
         for name, role in (("admin", Role.CENTER_ADMIN), ("agent", Role.AGENT)):
             user = tenancy.get_user(s, name) or tenancy.create_user(s, name, role, None, now)
             users[name] = user.id

@@ -76,6 +76,6 @@ def balance_out(b: Balance) -> BalanceOut:
 
 class TopUpIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_fen: int = Field(gt=0, le=10**13, description="Amount in fen (1 yuan = 100 fen)")
+    amount_fen: int = Field(gt=0, le=10**13, strict=True, description="Amount in fen (1 yuan = 100 fen), a JSON integer")
     key: str = Field(min_length=1, max_length=100, description="Idempotency key: the same key tops up once")
     memo: str = Field("", max_length=500)

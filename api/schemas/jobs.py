@@ -214,7 +214,8 @@ class JobOut(BaseModel):
     accelerator_type: str | None
     placements: list[PlacementOut]
     price_fen_per_device_hour: int | None
-    cost_fen: int | None
+    cost_fen: int | None = Field(description="What its runs cost in all (fen), once settled")
+    subsidy_fen: int | None = Field(description="Of the cost, what compute vouchers paid (fen); the org's account paid the rest")
 
 
 def job_out(job: Job) -> JobOut:
@@ -254,6 +255,7 @@ def job_out(job: Job) -> JobOut:
         placements=[PlacementOut(node=p.node, devices=list(p.devices)) for p in job.placements],
         price_fen_per_device_hour=job.price_fen_per_device_hour,
         cost_fen=job.cost_fen,
+        subsidy_fen=job.subsidy_fen,
     )
 
 
