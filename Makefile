@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/suanli bench scheduler --json
 	$(BIN)/suanli bench simulate --jobs 100000 --servers 1000 --json
+	$(BIN)/suanli bench ledger --json
 
 services:
 	@scripts/ensure-postgres.sh
