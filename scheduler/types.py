@@ -250,6 +250,8 @@ class Snapshot:
     # which equal scores are broken (server name -> rank; default: by name).
     workload: Any | None = None
     tie_rank: dict[str, int] | None = None
+    # Orgs whose jobs must not start (suspended or not verified), name -> status.
+    inactive_orgs: dict[str, str] = field(default_factory=dict)
 
 
 class WaitCode(StrEnum):
@@ -261,6 +263,7 @@ class WaitCode(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"  # the hold for its time limit cannot be covered
     RECLAIMING = "reclaiming"  # borrowed devices are being preempted for it
     UNKNOWN_CLASS = "unknown_priority_class"
+    ORG_NOT_ACTIVE = "org_not_active"  # its org is suspended (or not verified): nothing of it starts
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ Order. Pending jobs are taken in two tiers, and by priority within each:
 Priority is the multifactor sum of `priority.py` (Fair Tree fair share, age, size, QOS);
 ties go to the earlier submission, then the lower id.
 
+Jobs of an org that is suspended or not verified (`snapshot.inactive_orgs`) wait with
+`org_not_active` before anything else: they start nothing, reserve nothing, reclaim nothing.
+
 For each job, in that order:
 1. Types it accepts that have servers; a type is dropped if the org or its pool would go
    over its limit there (`over_quota`), or if the org's spendable funds cannot cover the
@@ -208,6 +211,10 @@ def decide(snap: Snapshot, now: float) -> Decisions:
         cls = snap.classes.get(job.priority_class)
         if cls is None:
             waits.append(Wait(job.id, WaitCode.UNKNOWN_CLASS, f"unknown priority class {job.priority_class!r}"))
+            continue
+        if job.org in snap.inactive_orgs:  # no start, no reservation, no reclaim for it
+            waits.append(Wait(job.id, WaitCode.ORG_NOT_ACTIVE,
+                              f"org {job.org} is {snap.inactive_orgs[job.org]}: its jobs wait until it is verified again"))
             continue
         accepted = sum(type_devices.get(t, 0) for t in job.resources.accelerator_types)
         fs = fair.get(project_key(job.org, job.project))

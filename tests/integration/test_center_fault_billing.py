@@ -1,5 +1,6 @@
-"""Runs lost through the center's fault, with the `refund_center_faults` setting on and off,
-through the real scheduler loop and a real SQLite database.
+"""The live loop and the money: runs lost through the center's fault, with the
+`refund_center_faults` setting on and off, and suspended orgs, through the real scheduler
+loop and a real SQLite database.
 
 The launcher here is scripted: it stands for Ray reporting a runner as gone (a lost node),
 which the Ray suite provokes for real (`test_e2e_ray.py::test_lost_runner_…`, setting on);
@@ -98,4 +99,32 @@ def test_center_fault_runs_are_refunded_or_charged_by_setting(tmp_path: Path, re
     with c.db.begin() as s:
         runs = list(s.scalars(select(BillingRunRow).where(BillingRunRow.job_id == job["id"])))
     assert len(runs) == 1 and runs[0].cost_fen == expected and runs[0].center_fault is refund
+    c.db.dispose()
+
+
+def test_pending_jobs_of_a_suspended_org_wait_until_it_is_reinstated(tmp_path: Path) -> None:
+    """Invariants (live loop, real database): a job already pending when its org is
+    suspended does not start, and says so with `org_not_active`; once the org is verified
+    again it starts on the next cycle."""
+    from tests.conftest import make_center
+
+    c = make_center("", tmp_path, "sqlite")
+    clock, launcher = Clock(), ScriptedLauncher()
+    launcher.clock = clock
+    loop = SchedulerLoop(c.db, launcher, LoopConfig(c.settings.jobs_dir), clock=clock)
+    m, admin = c.new_org(), c.headers(c.tokens.admin)
+    job = c.client.post("/v1/jobs", headers=c.headers(m.token), json={
+        "name": "w", "resources": {"accelerator": "nvidia-a100-80g", "cpus_per_node": 1, "memory_per_node": 256},
+        "command": "true"}).json()
+    r = c.client.post(f"/v1/admin/orgs/{m.org}/status", headers=admin, json={"status": "suspended", "reason": "unpaid"})
+    assert r.status_code == 200, r.text
+    loop.cycle()
+    got = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
+    assert got["status"] == "PENDING" and got["reason_code"] == "org_not_active", got
+    assert not launcher.started
+    r = c.client.post(f"/v1/admin/orgs/{m.org}/status", headers=admin, json={"status": "verified", "reason": "paid"})
+    assert r.status_code == 200, r.text
+    loop.cycle()
+    got = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
+    assert got["status"] in ("STARTING", "RUNNING") and job["id"] in launcher.started
     c.db.dispose()

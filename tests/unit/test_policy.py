@@ -60,6 +60,25 @@ def test_unknown_priority_class_waits_with_its_code() -> None:
     assert waiting(d)[1].code is WaitCode.UNKNOWN_CLASS
 
 
+def test_jobs_of_a_suspended_org_wait_and_neither_reserve_nor_reclaim() -> None:
+    """Invariants: a suspended org's jobs never start, even with free devices and a
+    guarantee, and say why; they take no reservation (a lower job of an active org starts on
+    the free server) and preempt nobody; other orgs are unaffected."""
+    snap = make_snapshot([make_node("a")], [make_job(1, 8, org="s", cls="high", t=0), make_job(2, 8, org="ok", t=50)],
+                         quotas={("s", A100): quota(8)}, inactive_orgs={"s": "suspended"})
+    d = decide(snap, NOW)
+    assert started(d) == [2] and not d.preemptions
+    w = waiting(d)[1]
+    assert w.code is WaitCode.ORG_NOT_ACTIVE and "suspended" in w.reason
+    full = make_snapshot([make_node("a", used=tuple(range(8)))], [make_job(1, 8, org="s")],
+                         running=[make_running(9, "a", tuple(range(8)), org="borrower")],
+                         quotas={("s", A100): quota(8)}, inactive_orgs={"s": "suspended"})
+    d = decide(full, NOW)
+    assert not d.preemptions and waiting(d)[1].code is WaitCode.ORG_NOT_ACTIVE
+    assert decide(make_snapshot(full.nodes, full.pending, full.running, quotas=full.quotas), NOW).preemptions, \
+        "without the suspension the same job reclaims (the check above can fail)"
+
+
 # ---------------------------------------------------------------------------- quotas
 
 

@@ -151,6 +151,7 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
         nodes=views, pending=pending, running=tuple(running), share_tree=tuple(tree),
         quotas=org_quotas, pool_quotas=pool_quotas, classes=tenancy.priority_classes(s),
         prices=prices, wallets=wallets, config=config,
+        inactive_orgs={o.name: o.status for o in orgs.values() if o.status != "verified"},
     )
     return Loaded(
         snapshot,
