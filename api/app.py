@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routers import accounts, admin, billing, jobs, nodes, programs, reports
+from api.routers import accounts, admin, billing, cluster, identity, jobs, nodes, programs, reports
 from api.schemas.common import Problem
 from api.schemas.jobs import JobSpecIn
 from api.validation import validation_error
@@ -151,6 +151,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(accounts.router)
     app.include_router(programs.router)
     app.include_router(reports.router)
+    app.include_router(identity.router)
+    app.include_router(cluster.router)
     _document_raw_bodies(app)
     return app
 

@@ -316,10 +316,10 @@ from suanli.cli_admin import admin_app  # noqa: E402
 app.add_typer(admin_app, name="admin")
 
 # Billing commands (accounts, programs and vouchers, statements and reports), in their own modules.
-from suanli import cli_accounts, cli_programs, cli_reports  # noqa: E402
+from suanli import cli_accounts, cli_cluster, cli_identity, cli_programs, cli_reports  # noqa: E402
 from suanli.bench_ledger import register as register_bench_ledger  # noqa: E402
 
-for _module in (cli_accounts, cli_programs, cli_reports):
+for _module in (cli_accounts, cli_programs, cli_reports, cli_identity, cli_cluster):
     _module.register(app, admin_app)
 register_bench_ledger(bench_app)
 

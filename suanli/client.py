@@ -22,6 +22,8 @@ from urllib.parse import quote
 import httpx
 
 from suanli.client_accounts import AccountsClient
+from suanli.client_cluster import ClusterClient
+from suanli.client_identity import IdentityClient
 from suanli.client_programs import ProgramsClient
 from suanli.client_reports import ReportsClient
 
@@ -58,7 +60,7 @@ class ApiUnreachable(Exception):
     pass
 
 
-class Client(AccountsClient, ProgramsClient, ReportsClient):
+class Client(AccountsClient, ProgramsClient, ReportsClient, IdentityClient, ClusterClient):
     def __init__(self, server: str, token: str | None, http: httpx.Client | None = None, timeout: float = 30.0) -> None:
         self.server = server.rstrip("/")
         self.token = token

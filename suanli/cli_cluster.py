@@ -1,0 +1,9 @@
+"""CLI commands for nodes (drain, health), the queue overview, usage over time and readiness. (Being built.)"""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer, admin_app: typer.Typer) -> None:
+    """Add this module's commands to `suanli` (app) and `suanli admin` (admin_app)."""
