@@ -5,24 +5,32 @@ Invariants:
   traceback ever reaches a client (unexpected errors are logged and answered 500
   `internal_error`).
 - Request bodies over `settings.max_body_bytes` are refused with 413 before they are read.
+- Requests over the per-token (or, without a working token, per-IP) rate limit are refused
+  with 429 `rate_limited` and `Retry-After` before any route runs, so they never touch the
+  database (api/ratelimit.py; /healthz, /readyz and /metrics are exempt).
 - The app holds no state besides its settings, database handle and metrics registry, so
   any number of replicas may run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import get_principal
+from api.ratelimit import EXEMPT_PATHS, RateLimitMiddleware, TokenBuckets
 from api.routers import accounts, admin, billing, cluster, identity, jobs, nodes, programs, reports
 from api.schemas.common import Problem
 from api.schemas.jobs import JobSpecIn
@@ -47,7 +55,8 @@ STATUS_OF_KIND = {
 # Malformed documents are 400 (the body could not be read at all); rule breaks are 422.
 BAD_REQUEST_CODES = {"invalid_yaml", "invalid_json", "invalid_encoding"}
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-          409: "Conflict", 413: "Content Too Large", 422: "Unprocessable Content", 500: "Internal Server Error"}
+          409: "Conflict", 413: "Content Too Large", 422: "Unprocessable Content", 429: "Too Many Requests",
+          500: "Internal Server Error"}
 
 
 def problem(status: int, code: str, detail: str, errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -115,6 +124,21 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         latency.labels(request.method, route).observe(time.perf_counter() - t0)
         return response
 
+    if settings.rate_limit_per_s > 0:
+        limited = Counter("suanli_http_rate_limited", "Requests refused with 429, by the bucket that was empty",
+                          ["by"], registry=registry)
+
+        def refuse(retry_after: int, by: str) -> Response:
+            limited.labels(by).inc()
+            return problem(429, "rate_limited", f"too many requests; retry after {retry_after} s "
+                           f"(limit {settings.rate_limit_per_s:g}/s, burst {settings.rate_limit_burst})",
+                           headers={"Retry-After": str(retry_after)})
+
+        # Added last, so it is the outermost of our middleware: a refused request reaches
+        # neither the body-size check nor any route. The buckets are on app.state for tests.
+        app.state.rate_limiter = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+        app.add_middleware(RateLimitMiddleware, buckets=app.state.rate_limiter, refuse=refuse)
+
     @app.exception_handler(SuanliError)
     async def _domain(_: Request, e: SuanliError) -> JSONResponse:
         return error_response(e)
@@ -153,22 +177,91 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(reports.router)
     app.include_router(identity.router)
     app.include_router(cluster.router)
-    _document_raw_bodies(app)
+    _customise_openapi(app)
     return app
 
 
-def _document_raw_bodies(app: FastAPI) -> None:
-    """Job submission reads its body itself (JSON or YAML), so FastAPI does not see the
-    schema; add `JobSpecIn` (and the models it uses) to the OpenAPI components."""
+# The problems an operation may answer, documented on every operation they apply to (RFC 9457
+# problem+json, `Problem`); 5xx are bugs and are deliberately not documented.
+PROBLEM_DOCS = {
+    400: "The body could not be read at all (invalid_json, invalid_yaml, invalid_encoding)",
+    401: "No token, or an unknown, revoked or expired one (`WWW-Authenticate: Bearer`)",
+    403: "Signed in, but this role may not do it (forbidden)",
+    404: "Absent, or not visible to the caller: another org's objects are 404, never 403",
+    409: "The current state forbids it (a stable code says which rule)",
+    413: "The request body is over the size limit (body_too_large)",
+    422: "Input breaks a rule; `errors` names each field",
+    429: "Over the rate limit (rate_limited); retry after `Retry-After` seconds",
+}
+
+
+def _needs_token(dependant: Any) -> bool:
+    return any(d.call is get_principal or _needs_token(d) for d in dependant.dependencies)
+
+
+def _api_routes(app: FastAPI) -> list[Any]:
+    """The app's API routes with their effective path, methods and dependencies (FastAPI ≥ 0.16x
+    keeps included routers as branches; `iter_route_contexts` resolves them)."""
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_contexts is None:
+        return [r for r in app.routes if isinstance(r, APIRoute)]
+    return [c for c in iter_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
+
+
+def _problems_for(route: Any, has_body: bool) -> list[int]:
+    """Which problems a route may answer: a rule per status, from what the route takes."""
+    if route.path in EXEMPT_PATHS:
+        return []
+    codes = {422, 429}
+    if _needs_token(route.dependant):
+        codes |= {401, 403, 404}
+    if has_body:
+        codes |= {400, 409, 413}
+    elif route.methods - {"GET", "HEAD"}:
+        codes |= {409}
+    return sorted(codes)
+
+
+def _customise_openapi(app: FastAPI) -> None:
+    """The OpenAPI document, completed where FastAPI cannot see:
+    - Job submission reads its body itself (JSON or YAML), so `JobSpecIn` (and the models it
+      uses) is added to the components.
+    - Every operation documents the problem+json responses it may give (`PROBLEM_DOCS`),
+      replacing FastAPI's default 422 schema, which is not what this API answers.
+    - Operations that need a token carry the `bearer` security requirement."""
     from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema = JobSpecIn.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = doc.setdefault("components", {}).setdefault("schemas", {})
-            components.update(schema.pop("$defs", {}))
-            components["JobSpecIn"] = schema
+            components = doc.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            for model in (JobSpecIn, Problem):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
+                                                        "description": "An API token (`suanli login`)"}}
+            problem_ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            for route in _api_routes(app):
+                if not route.include_in_schema:
+                    continue
+                path = doc["paths"].get(route.path_format, {})
+                for method in route.methods:
+                    op = path.get(method.lower())
+                    if op is None:
+                        continue
+                    responses = op.setdefault("responses", {})
+                    for status in _problems_for(route, "requestBody" in op):
+                        # A route's own `responses=` wins, except FastAPI's default 422 schema.
+                        own = responses.get(str(status))
+                        if own is None or "HTTPValidationError" in json.dumps(own):
+                            responses[str(status)] = {"description": PROBLEM_DOCS[status], "content": problem_ref}
+                    if _needs_token(route.dependant):
+                        op["security"] = [{"bearer": []}]
+            if '"#/components/schemas/HTTPValidationError"' not in json.dumps(doc["paths"]):
+                schemas.pop("HTTPValidationError", None)
+                schemas.pop("ValidationError", None)
             app.openapi_schema = doc
         return app.openapi_schema
 

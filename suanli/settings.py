@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Largest accepted request body (bytes); bigger bodies get 413 before parsing.
     max_body_bytes: int = 1_048_576
+    # Per-token rate limit (api/ratelimit.py): requests per second, refilling a burst of
+    # `rate_limit_burst`; over it → 429 with Retry-After. Requests without a working token are
+    # limited per client IP by the same rule. Each API replica counts on its own. 0: no limit.
+    rate_limit_per_s: float = Field(default=20.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
 
     # Scheduler loop.
     # Seconds between scheduling cycles (snapshot -> decide -> apply -> reconcile).
