@@ -10,11 +10,16 @@ Invariants:
   every `refresh_s`); status changes always carry an event.
 - Preemptions are applied first (PREEMPTING, stop signal with the grace period), so their
   devices are stopping before anything else happens.
+- Each cycle that completes renews the scheduler lease (`scheduler_lease`: holder, renewed_at;
+  one UPDATE, at most every `lease_renew_s`), which `/readyz` checks; a failing cycle does
+  not renew it, so a scheduler that keeps failing shows as not ready.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +37,7 @@ from scheduler.policy import decide
 from scheduler.reconciler import Reconciler
 from scheduler.types import Decisions, Job, JobStatus, LaunchSpec, PolicyConfig, Snapshot, Start, Vendor, Wait
 from suanli.db.engine import Database
+from suanli.db.store import cluster as cluster_store
 from suanli.db.store import jobs as job_store
 from suanli.db.store import tenancy
 from suanli.db.store.snapshot import Loaded, load_snapshot
@@ -72,6 +78,8 @@ class LoopConfig:
     meter_interval_s: float = 300.0
     # Runs lost through the center's fault cost nothing (False: charged for the time they ran).
     refund_center_faults: bool = True
+    # The scheduler lease is renewed at most this often (a third of scheduler_lease_timeout_s).
+    lease_renew_s: float = 10.0
 
 
 class SchedulerLoop:
@@ -92,6 +100,8 @@ class SchedulerLoop:
                                      refund_center_faults=config.refund_center_faults)
         self._written: dict[int, float] = {}  # pending job -> when its priority was last written
         self._metered_at: datetime | None = None
+        self._leased_at: datetime | None = None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
     def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
@@ -116,6 +126,10 @@ class SchedulerLoop:
             with self.db.begin() as s:  # what expired vouchers hold goes back to their programs
                 expire_vouchers(s, now)
             self._metered_at = now
+        if self._leased_at is None or (now - self._leased_at).total_seconds() >= self.config.lease_renew_s:
+            with self.db.begin() as s:
+                cluster_store.renew_lease(s, self.holder, now)
+            self._leased_at = now
         report.seconds = time.perf_counter() - t0
         return report
 

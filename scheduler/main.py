@@ -32,7 +32,8 @@ def loop_config(settings: Settings) -> LoopConfig:
         reclaim=settings.reclaim,
     )
     return LoopConfig(settings.jobs_dir, settings.starting_timeout_s, policy, settings.fairshare_half_life_s,
-                      meter_interval_s=settings.meter_interval_s, refund_center_faults=settings.refund_center_faults)
+                      meter_interval_s=settings.meter_interval_s, refund_center_faults=settings.refund_center_faults,
+                      lease_renew_s=settings.scheduler_lease_timeout_s / 3)
 
 
 def run(settings: Settings) -> None:

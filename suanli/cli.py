@@ -261,21 +261,6 @@ def balance(
     out.print(t)
 
 
-@app.command()
-def nodes(as_json: JsonOpt = False) -> None:
-    """The center's servers and their free devices."""
-    data = call(client().nodes)
-    if as_json:
-        print_json(data)
-        return
-    t = Table("NODE", "TYPE", "STATUS", "FREE", "JOBS", "LAST HEARTBEAT")
-    for n in data:
-        jobs_on = sorted({d["job_id"] for d in n["devices"] if d["job_id"]})
-        t.add_row(n["name"], n["accelerator_type"], n["status"], f"{n['devices_free']}/{n['device_count']}",
-                  ",".join(map(str, jobs_on)), (n["last_heartbeat_at"] or "-")[:19].replace("T", " "))
-    out.print(t)
-
-
 # ---------------------------------------------------------------------------- simulation
 
 from suanli.cli_sim import simulate_command  # noqa: E402

@@ -1,32 +1,224 @@
-"""Node service: heartbeats from agents, the server list."""
+"""Node service: heartbeats from agents, the server list with health and allocation, drain
+and undrain.
+
+Invariants:
+- Status is derived, never stored apart from the admin's drain: a drained server (stored
+  DRAINED) is DRAINING while any of its devices is still in use and DRAINED once none is —
+  so it becomes DRAINED the moment its last job's claims are released, with no write; an
+  undrained server whose last heartbeat is older than `node_heartbeat_timeout_s` (or that
+  never sent one) is DOWN; otherwise READY. Health is separate: "down" (stale heartbeat),
+  "degraded" (a device reports a health other than OK), "ok".
+- The policy places only on READY-stored servers (`store.snapshot`: schedulable =
+  status READY), so a drained server gets no new jobs while its running jobs continue; the
+  guarantee capacity (`tenancy.capacity_by_type`) and the submit fit check
+  (`store.nodes.largest_fit`) leave drained servers out, draining ones included. A stale
+  heartbeat is shown (DOWN) but does not by itself stop placement.
+- Any signed-in principal may list servers; a job id on a device is shown only to center
+  admins and to members of the job's org; anyone else sees the device as busy.
+- Drain and undrain are for center admins, one transaction each under the node's row lock,
+  every check before the first write, and write one audit row (`node.drain`, `node.undrain`).
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from scheduler.types import Node, NodeReport
+from scheduler.types import NodeReport
 from suanli.db.engine import Database
+from suanli.db.models import NodeRow
+from suanli.db.store import billing as billing_store
 from suanli.db.store import nodes as node_store
+from suanli.db.store.nodes import DeviceUse
 from suanli.db.store import tenancy
-from suanli.errors import invalid, not_found
+from suanli.errors import conflict, forbidden, invalid, not_found
+from suanli.identity import Principal, Role
 from suanli.jobs import utcnow
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+REASON_MAX = 500
 
 
-def heartbeat(db: Database, report: NodeReport) -> Node:
+@dataclass(frozen=True)
+class DeviceEntry:
+    index: int
+    uuid: str
+    model: str
+    memory_mb: int
+    health: str
+    busy: bool  # in use by any job (visible to the caller or not)
+    job_ids: tuple[int, ...]  # the jobs on it that the caller may see
+    shared: bool  # fractional jobs share it
+
+
+@dataclass(frozen=True)
+class Drain:
+    reason: str
+    by: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    name: str
+    accelerator_type: str
+    status: str  # READY, DRAINING, DRAINED, DOWN
+    health: str  # ok, degraded, down
+    cpus: int
+    memory_mb: int
+    devices: tuple[DeviceEntry, ...]
+    labels: dict[str, str]
+    agent_version: str
+    registered_at: datetime
+    last_heartbeat_at: datetime | None
+    heartbeat_age_s: float | None
+    drain: Drain | None
+    jobs: int  # distinct jobs on it, visible or not
+
+    @property
+    def device_count(self) -> int:
+        return len(self.devices)
+
+    @property
+    def devices_busy(self) -> int:
+        return sum(1 for d in self.devices if d.busy)
+
+    @property
+    def devices_free(self) -> int:
+        return self.device_count - self.devices_busy
+
+
+def node_status(stored: str, busy: int, last_heartbeat_at: datetime | None, now: datetime, timeout_s: float) -> str:
+    """READY, DRAINING, DRAINED or DOWN (see the module's invariants)."""
+    if stored == node_store.DRAINED:
+        return "DRAINING" if busy else "DRAINED"
+    if stored == "NOT_READY" or _stale(last_heartbeat_at, now, timeout_s):
+        return "DOWN"
+    return "READY"
+
+
+def node_health(devices: list[dict[str, Any]], last_heartbeat_at: datetime | None, now: datetime, timeout_s: float) -> str:
+    if _stale(last_heartbeat_at, now, timeout_s):
+        return "down"
+    return "degraded" if any(str(d.get("health", "OK")).upper() != "OK" for d in devices) else "ok"
+
+
+def _stale(at: datetime | None, now: datetime, timeout_s: float) -> bool:
+    return at is None or (now - at).total_seconds() > timeout_s
+
+
+def device_entry(d: dict[str, Any], use: DeviceUse | None, who: Principal | None) -> DeviceEntry:
+    """A device as reported by its agent, with who holds it as `who` may see it (None: all)."""
+    return DeviceEntry(
+        index=int(d["index"]), uuid=str(d.get("uuid", "")), model=str(d.get("model", "")),
+        memory_mb=int(d.get("memory_mb", 0)), health=str(d.get("health", "OK")), busy=use is not None,
+        job_ids=tuple(j for j, org in (use.jobs if use else []) if who is None or who.can_see_org(org)),
+        shared=bool(use and use.shared),
+    )
+
+
+def node_entry(row: NodeRow, allocated: dict[int, DeviceUse], who: Principal | None, now: datetime,
+               timeout_s: float) -> NodeEntry:
+    """The server as `who` may see it (None: everything, for the node's own agent)."""
+    raw = list(row.devices or [])
+    devices = tuple(device_entry(d, allocated.get(int(d["index"])), who) for d in raw)
+    busy = sum(1 for d in devices if d.busy)
+    drain = Drain(row.drain_reason or "", row.drained_by or "", row.drained_at) \
+        if row.status == node_store.DRAINED and row.drained_at is not None else None
+    hb = row.last_heartbeat_at
+    return NodeEntry(
+        name=row.name, accelerator_type=row.accelerator_type,
+        status=node_status(row.status, busy, hb, now, timeout_s), health=node_health(raw, hb, now, timeout_s),
+        cpus=row.cpus, memory_mb=row.memory_mb, devices=devices, labels=dict(row.labels or {}),
+        agent_version=row.agent_version, registered_at=row.registered_at, last_heartbeat_at=hb,
+        heartbeat_age_s=None if hb is None else round(max(0.0, (now - hb).total_seconds()), 3),
+        drain=drain, jobs=len({j for use in allocated.values() for j, _ in use.jobs}),
+    )
+
+
+def _entries(s, who: Principal | None, name: str | None, now: datetime, timeout_s: float) -> list[NodeEntry]:  # type: ignore[no-untyped-def]
+    rows = node_store.node_rows(s, name)
+    alloc = node_store.allocations(s, [r.id for r in rows] if name is not None else None)
+    return [node_entry(r, alloc.get(r.id, {}), who, now, timeout_s) for r in rows]
+
+
+# ---------------------------------------------------------------------------- agents
+
+
+def heartbeat(db: Database, report: NodeReport, timeout_s: float = 60.0) -> NodeEntry:
+    """Register the server or refresh it; the answer shows every job id on it (the agent
+    labels its devices' metrics with them)."""
     if not NAME.match(report.name):
         raise invalid("bad_node_name", f"{report.name!r} is not a node name", "name")
+    now = utcnow()
     with db.begin() as s:
         if report.accelerator_type not in tenancy.accelerator_vendors(s):
             raise invalid("unknown_accelerator_type", f"unknown accelerator type {report.accelerator_type}", "accelerator_type")
-        node_store.upsert_node(s, report, utcnow())
-    for n in list_nodes(db):
-        if n.name == report.name:
-            return n
-    raise not_found("node", report.name)
+        node_store.upsert_node(s, report, now)
+        return _entries(s, None, report.name, now, timeout_s)[0]
 
 
-def list_nodes(db: Database) -> list[Node]:
+# ---------------------------------------------------------------------------- everyone
+
+
+def list_nodes(db: Database, who: Principal, timeout_s: float) -> list[NodeEntry]:
+    """Every server by name, as `who` may see it."""
+    now = utcnow()
     with db.begin() as s:
-        return node_store.list_nodes(s)
+        return _entries(s, who, None, now, timeout_s)
+
+
+def get_node(db: Database, who: Principal, name: str, timeout_s: float) -> NodeEntry:
+    now = utcnow()
+    with db.begin() as s:
+        found = _entries(s, who, name, now, timeout_s)
+    if not found:
+        raise not_found("node", name)
+    return found[0]
+
+
+# ---------------------------------------------------------------------------- center admins
+
+
+def _admin(who: Principal) -> None:
+    if who.role is not Role.CENTER_ADMIN:
+        raise forbidden(f"this needs the role {Role.CENTER_ADMIN.value}; you are {who.role.value}")
+
+
+def drain(db: Database, who: Principal, name: str, reason: str, timeout_s: float) -> NodeEntry:
+    """No new jobs on the server; running ones continue. DRAINING until the last ends."""
+    _admin(who)
+    reason = reason.strip()
+    if not reason or len(reason) > REASON_MAX:
+        raise invalid("bad_reason", f"say why the server is drained (1 to {REASON_MAX} characters)", "reason")
+    now = utcnow()
+    with db.begin() as s:
+        row = node_store.lock_node(s, name)
+        if row is None:
+            raise not_found("node", name)
+        if row.status == node_store.DRAINED:
+            raise conflict("node_drained", f"node {name} is drained already (by {row.drained_by}: {row.drain_reason})")
+        before = row.status
+        node_store.drain(s, row, reason, who.user, now)
+        billing_store.audit(s, who.user, "node.drain", f"node:{name}", {"status": before},
+                            {"status": node_store.DRAINED, "reason": reason}, now)
+        return _entries(s, who, name, now, timeout_s)[0]
+
+
+def undrain(db: Database, who: Principal, name: str, timeout_s: float) -> NodeEntry:
+    """The server takes new jobs again."""
+    _admin(who)
+    now = utcnow()
+    with db.begin() as s:
+        row = node_store.lock_node(s, name)
+        if row is None:
+            raise not_found("node", name)
+        if row.status != node_store.DRAINED:
+            raise conflict("node_not_drained", f"node {name} is not drained (status {row.status})")
+        before = {"status": row.status, "reason": row.drain_reason, "by": row.drained_by,
+                  "at": row.drained_at.isoformat() if row.drained_at else None}
+        node_store.undrain(s, row)
+        billing_store.audit(s, who.user, "node.undrain", f"node:{name}", before, {"status": "READY"}, now)
+        return _entries(s, who, name, now, timeout_s)[0]

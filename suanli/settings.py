@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     default_time_limit_s: int = 3600
     max_time_limit_s: int = 14 * 24 * 3600
 
+    # Cluster views and readiness (see suanli/nodes.py, suanli/cluster_views.py).
+    # A server whose last heartbeat is older than this shows as DOWN (health "down").
+    node_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    # `/readyz` answers 503 when the scheduler has not renewed its lease for this long; the
+    # loop renews it every third of this (so two missed renewals are tolerated).
+    scheduler_lease_timeout_s: float = Field(default=30.0, gt=0)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def jobs_dir(self) -> Path:

@@ -1,4 +1,9 @@
-"""Node registration/heartbeat input and node views."""
+"""Node registration/heartbeat input, node views, drain requests.
+
+Invariants: requests refuse unknown fields; `node_out` is the only way from the node
+service's entries (`suanli.nodes.NodeEntry`) to `NodeOut`, and shows only the job ids the
+service left visible to the caller.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.types import Device, Node, NodeReport
+from scheduler.types import Device, NodeReport
+from suanli.nodes import NodeEntry
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -54,16 +60,37 @@ class DeviceOut(BaseModel):
     uuid: str
     model: str
     memory_mb: int
-    health: str
-    job_id: int | None
+    health: str = Field(description="As the agent reports it (OK, or the problem)")
+    busy: bool = Field(description="In use by a job, whether or not you may see which")
+    job_id: int | None = Field(description="The job on it, if you may see it (the first, on a shared device)")
+    job_ids: list[int] = Field(description="Every job on it that you may see (several on a shared device)")
+    shared: bool = Field(description="Fractional jobs share it")
+
+
+class DrainOut(BaseModel):
+    reason: str
+    by: str
+    at: datetime
 
 
 class NodeOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "a100-0", "accelerator_type": "nvidia-a100-80g", "status": "DRAINING", "health": "ok",
+        "device_count": 8, "devices_free": 6, "devices_busy": 2, "jobs": 1, "cpus": 64, "memory_mb": 524288,
+        "devices": [{"index": 0, "uuid": "GPU-0", "model": "A100-SXM4-80GB", "memory_mb": 81920, "health": "OK",
+                     "busy": True, "job_id": None, "job_ids": [], "shared": False}],
+        "labels": {"rack": "r1"}, "agent_version": "0.1.0", "registered_at": "2026-11-29T08:00:00Z",
+        "last_heartbeat_at": "2026-11-29T08:10:00Z", "heartbeat_age_s": 4.2,
+        "drain": {"reason": "NVLink errors on GPU 3", "by": "admin", "at": "2026-11-29T08:09:00Z"}}]})
     name: str
     accelerator_type: str
-    status: str
+    status: str = Field(description="READY; DRAINING (drained, jobs still running); DRAINED (drained, empty); "
+                                    "DOWN (no heartbeat within node_heartbeat_timeout_s)")
+    health: str = Field(description="ok; degraded (a device reports a problem); down (heartbeat stale)")
     device_count: int
     devices_free: int
+    devices_busy: int
+    jobs: int = Field(description="Jobs on the server (yours or not)")
     cpus: int
     memory_mb: int
     devices: list[DeviceOut]
@@ -71,23 +98,36 @@ class NodeOut(BaseModel):
     agent_version: str
     registered_at: datetime
     last_heartbeat_at: datetime | None
+    heartbeat_age_s: float | None
+    drain: DrainOut | None = Field(description="Why, by whom and when it was drained (while it is)")
 
 
-def node_out(n: Node) -> NodeOut:
+def node_out(n: NodeEntry) -> NodeOut:
     return NodeOut(
         name=n.name,
         accelerator_type=n.accelerator_type,
         status=n.status,
+        health=n.health,
         device_count=n.device_count,
-        devices_free=n.device_count - len(n.allocated),
+        devices_free=n.devices_free,
+        devices_busy=n.devices_busy,
+        jobs=n.jobs,
         cpus=n.cpus,
         memory_mb=n.memory_mb,
         devices=[
-            DeviceOut(index=d.index, uuid=d.uuid, model=d.model, memory_mb=d.memory_mb, health=d.health, job_id=n.allocated.get(d.index))
+            DeviceOut(index=d.index, uuid=d.uuid, model=d.model, memory_mb=d.memory_mb, health=d.health, busy=d.busy,
+                      job_id=d.job_ids[0] if d.job_ids else None, job_ids=list(d.job_ids), shared=d.shared)
             for d in n.devices
         ],
         labels=n.labels,
         agent_version=n.agent_version,
         registered_at=n.registered_at,
         last_heartbeat_at=n.last_heartbeat_at,
+        heartbeat_age_s=n.heartbeat_age_s,
+        drain=DrainOut(reason=n.drain.reason, by=n.drain.by, at=n.drain.at) if n.drain else None,
     )
+
+
+class DrainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "NVLink errors on GPU 3"}]})
+    reason: str = Field(min_length=1, max_length=500, description="Why (shown with the node and in the audit log)")

@@ -194,6 +194,11 @@ class NodeRow(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Set while a center admin has the server drained (status DRAINED: no new jobs; running
+    # ones continue): why, who and when (`suanli.nodes.drain`); cleared by undrain.
+    drain_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    drained_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    drained_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class JobRow(Base):
@@ -388,3 +393,12 @@ class BillingRunRow(Base):
     programs: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     center_fault: Mapped[bool] = mapped_column(Boolean, default=False)
     settled_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+class SchedulerLeaseRow(Base):
+    """The scheduler's heartbeat: the loop renews its row every few seconds; `/readyz` reports
+    not ready when it is older than `scheduler_lease_timeout_s`. One row per lease name."""
+
+    __tablename__ = "scheduler_lease"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))  # host:pid of the loop that renewed it last
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,21 +1,26 @@
 """Store: servers (nodes) as registered and kept alive by their agents.
 
-Invariants: a node is identified by its name (also its Ray node label); a heartbeat creates
-or updates the row in one statement set and bumps its version; a node's device count may not
-shrink below a device that is claimed by a running job.
+Invariants:
+- A node is identified by its name (also its Ray node label); a heartbeat creates or updates
+  the row in one statement set and bumps its version; a node's device count may not shrink
+  below a device that is claimed by a running job.
+- A drained server has status DRAINED and its reason, who and when (`drain`); a heartbeat
+  never undoes a drain (only NOT_READY becomes READY again); `undrain` clears all four.
+- `allocations` is the live truth of who holds which device: the `device_claims` rows (and
+  the `device_shares` of shared devices), with the org of each job.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.types import Device, Node, NodeReport
-from suanli.db.models import DeviceClaimRow, DeviceShareRow, NodeRow
+from scheduler.types import NodeReport
+from suanli.db.models import DeviceClaimRow, DeviceShareRow, JobRow, NodeRow
 from suanli.errors import conflict
 
 
@@ -60,35 +65,6 @@ def upsert_node(s: Session, report: NodeReport, now: datetime) -> NodeRow:
     return row
 
 
-def node_from_row(row: NodeRow, allocated: dict[int, int]) -> Node:
-    return Node(
-        name=row.name,
-        accelerator_type=row.accelerator_type,
-        status=row.status,
-        device_count=row.device_count,
-        cpus=row.cpus,
-        memory_mb=row.memory_mb,
-        devices=tuple(Device(**d) for d in row.devices or []),
-        labels=dict(row.labels or {}),
-        agent_version=row.agent_version,
-        registered_at=row.registered_at,
-        last_heartbeat_at=row.last_heartbeat_at,
-        allocated=allocated,
-    )
-
-
-def list_nodes(s: Session) -> list[Node]:
-    allocated: dict[int, dict[int, int]] = defaultdict(dict)
-    for node_id, dev, job_id in s.execute(select(DeviceClaimRow.node_id, DeviceClaimRow.device_index, DeviceClaimRow.job_id)):
-        if job_id is not None:
-            allocated[node_id][dev] = job_id
-    for node_id, dev, job_id in s.execute(
-        select(DeviceShareRow.node_id, DeviceShareRow.device_index, DeviceShareRow.job_id).order_by(DeviceShareRow.job_id)
-    ):
-        allocated[node_id].setdefault(dev, job_id)  # a shared device shows its first job
-    return [node_from_row(r, allocated[r.id]) for r in s.scalars(select(NodeRow).order_by(NodeRow.name))]
-
-
 def largest_fit(s: Session, accelerator_types: list[str]) -> dict[str, list[int]]:
     """Device counts of the registered, not drained servers of each accepted type."""
     out: dict[str, list[int]] = {t: [] for t in accelerator_types}
@@ -98,4 +74,62 @@ def largest_fit(s: Session, accelerator_types: list[str]) -> dict[str, list[int]
         )
     ):
         out[t].append(count)
+    return out
+
+
+# ---------------------------------------------------------------------------- drain, allocations
+
+DRAINED = "DRAINED"
+
+
+def node_rows(s: Session, name: str | None = None) -> list[NodeRow]:
+    """All servers by name, or the one named (an empty list when there is none)."""
+    stmt = select(NodeRow).order_by(NodeRow.name)
+    if name is not None:
+        stmt = stmt.where(NodeRow.name == name)
+    return list(s.scalars(stmt))
+
+
+def lock_node(s: Session, name: str) -> NodeRow | None:
+    """The server's row, locked for this transaction (drain and undrain serialize on it)."""
+    return s.scalar(select(NodeRow).where(NodeRow.name == name).with_for_update())
+
+
+def drain(s: Session, row: NodeRow, reason: str, by: str, now: datetime) -> None:
+    row.status = DRAINED
+    row.drain_reason, row.drained_by, row.drained_at = reason, by, now
+    row.version += 1
+    s.flush()
+
+
+def undrain(s: Session, row: NodeRow) -> None:
+    row.status = "READY"
+    row.drain_reason = row.drained_by = row.drained_at = None
+    row.version += 1
+    s.flush()
+
+
+@dataclass
+class DeviceUse:
+    """Who holds a device in use: one job if held whole; a job per share if shared (possibly
+    none for a moment between the last share's release and its claim's)."""
+
+    shared: bool
+    jobs: list[tuple[int, int]] = field(default_factory=list)  # (job id, org id)
+
+
+def allocations(s: Session, node_ids: list[int] | None = None) -> dict[int, dict[int, DeviceUse]]:
+    """node id -> device index -> its use, for every device in use."""
+    out: dict[int, dict[int, DeviceUse]] = defaultdict(dict)
+    claims = (select(DeviceClaimRow.node_id, DeviceClaimRow.device_index, DeviceClaimRow.job_id, JobRow.org_id)
+              .outerjoin(JobRow, JobRow.id == DeviceClaimRow.job_id))
+    shares = (select(DeviceShareRow.node_id, DeviceShareRow.device_index, DeviceShareRow.job_id, JobRow.org_id)
+              .join(JobRow, JobRow.id == DeviceShareRow.job_id).order_by(DeviceShareRow.job_id))
+    if node_ids is not None:
+        claims = claims.where(DeviceClaimRow.node_id.in_(node_ids))
+        shares = shares.where(DeviceShareRow.node_id.in_(node_ids))
+    for node_id, dev, job_id, org_id in s.execute(claims):
+        out[node_id][dev] = DeviceUse(True) if job_id is None else DeviceUse(False, [(job_id, org_id)])
+    for node_id, dev, job_id, org_id in s.execute(shares):
+        out[node_id].setdefault(dev, DeviceUse(True)).jobs.append((job_id, org_id))
     return out
