@@ -27,7 +27,7 @@ import statistics
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -122,6 +122,8 @@ class Step(StrEnum):
 MAX_WINDOW = {Step.HOUR: timedelta(days=31), Step.DAY: timedelta(days=366)}
 DEFAULT_WINDOW = {Step.HOUR: timedelta(days=1), Step.DAY: timedelta(days=30)}
 MS_MILLI_PER_DEVICE_HOUR = 1000 * 3_600_000  # devices_milli × duration_ms of one device-hour
+# Times outside these are refused: no run was settled before, and far dates overflow datetime.
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ def usage(db: Database, who: Principal, tz_name: str, group_by: str, start: date
     for name, t in (("from", start), ("to", end)):
         if t is not None and t.tzinfo is None:
             raise invalid("naive_time", f"give {name} with a time zone (e.g. 2026-07-01T00:00:00+08:00)", name)
+        if t is not None and not EARLIEST <= t < LATEST:
+            raise invalid("time_out_of_range", f"{name} must be from {EARLIEST.year} to {LATEST.year - 1}", name)
     end = end or now
     start = start or end - DEFAULT_WINDOW[st]
     if start >= end:

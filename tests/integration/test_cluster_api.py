@@ -429,9 +429,9 @@ def test_usage_buckets_follow_the_billing_day(center) -> None:  # type: ignore[n
 
 
 def test_usage_refuses_bad_input(center) -> None:  # type: ignore[no-untyped-def]
-    """Invariants: an unknown group_by or step, a time without a zone, from after to, and a
-    window longer than 31 days by hour or 366 by day are 422 naming the field, and nothing
-    is written."""
+    """Invariants: an unknown group_by or step, a time without a zone or outside 2000-2199,
+    from not before to, and a window longer than 31 days by hour or 366 by day are 422
+    naming the field (never a 500 from a date overflow), and nothing is written."""
     before = written(center)
     for params, fld, code in (
         ({"group_by": "user"}, "group_by", None),
@@ -441,6 +441,8 @@ def test_usage_refuses_bad_input(center) -> None:  # type: ignore[no-untyped-def
         ({"from": "2026-03-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, "from", "bad_window"),
         ({"from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z", "step": "hour"}, "from", "window_too_long"),
         ({"from": "2024-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, "from", "window_too_long"),
+        ({"to": "0001-01-01T00:00:00Z"}, "to", "time_out_of_range"),
+        ({"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T00:00:00Z", "step": "hour"}, "from", "time_out_of_range"),
     ):
         r = center.client.get("/v1/usage", params=params, headers=admin(center))
         assert r.status_code == 422, (params, r.text)
