@@ -9,6 +9,8 @@ Invariants:
   (see `types.ACTIVE`).
 - A preempted job goes back to PENDING keeping its submit time (so its age), unless it
   declared itself not requeueable (then PREEMPTED).
+- HELD is reachable only from PENDING and leads only back to PENDING or to CANCELLED; it
+  holds no devices (not in `types.ACTIVE`) and is not terminal.
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ TRANSITIONS: dict[tuple[S, S], str] = {
     (S.PREEMPTING, S.TIMEOUT): "time limit reached before the preemption",
     # A user cancels a job that is being preempted: it will not be requeued.
     (S.PREEMPTING, S.CANCELLING): "cancel requested",
+    # Its owner (or an admin) keeps a pending job out of scheduling; the scheduler loads
+    # PENDING jobs only, so a held job holds nothing and is never started or reserved for.
+    (S.PENDING, S.HELD): "held",
+    # Back in the queue with its original submit time (its age counts from the submit).
+    (S.HELD, S.PENDING): "released",
+    # Cancelled while held: like a pending job, nothing to stop, nothing to bill.
+    (S.HELD, S.CANCELLED): "cancelled while held",
+    # A center admin's requeue of a running (or starting) job goes through the preemption
+    # path: RUNNING/STARTING → PREEMPTING (edges above, reason "requeued by admin <name>"),
+    # then PREEMPTING → PENDING when the process is gone. No edge of its own.
 }
 
 

@@ -22,6 +22,9 @@ class JobStatus(StrEnum):
     RUNNING = "RUNNING"
     CANCELLING = "CANCELLING"
     PREEMPTING = "PREEMPTING"
+    # Kept out of scheduling on request (`POST /v1/jobs/{id}/hold`) until released: the
+    # snapshot loads PENDING jobs only, so the policy never sees a held job.
+    HELD = "HELD"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"

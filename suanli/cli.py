@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from suanli.client import TERMINAL, ApiError, ApiUnreachable, Client
+from suanli.client import ApiError, ApiUnreachable, Client
 
 app = typer.Typer(help="suanli (算力): submit and follow jobs on a public AI compute center.", no_args_is_help=True,
                   add_completion=True, pretty_exceptions_enable=False)
@@ -66,172 +64,11 @@ def print_json(data: Any) -> None:
 
 # ---------------------------------------------------------------------------- jobs
 
+# submit, run, jobs, describe, logs, cancel, hold, release (and `admin requeue`, below). Imported
+# here, after the helpers above, because `suanli.cli_jobs` takes them from this module.
+from suanli import cli_jobs  # noqa: E402
 
-def load_spec(path: Path) -> dict[str, Any]:
-    """Read a YAML job spec and make `working_dir` absolute: relative paths are taken from the
-    spec file's folder; with none given, the folder `suanli submit` runs in (as sbatch does)."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        fail(f"cannot read {path}: {e.strerror}", 2)
-    try:
-        spec = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        fail(f"{path} is not valid YAML: {e}", 2)
-    if not isinstance(spec, dict):
-        fail(f"{path} must hold a mapping of job fields (name, resources, command, …)", 2)
-    wd = spec.get("working_dir")
-    if wd is None:
-        spec["working_dir"] = str(Path.cwd())
-    elif isinstance(wd, str) and not wd.startswith("/"):
-        spec["working_dir"] = str((path.parent / wd).resolve())
-    return spec
-
-
-@app.command()
-def submit(
-    file: Annotated[Path, typer.Argument(help="Job spec (YAML)")],
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends; exit 0 only if it succeeded")] = False,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's log until it ends")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Submit a job spec."""
-    c = client()
-    job = call(c.submit, load_spec(file))
-    if not as_json:
-        out.print(f"submitted job {job['id']} ({job['name']}): {job['status']}")
-    if follow:
-        _follow(c, job["id"], quiet=as_json)
-    if wait or follow:
-        job = _wait(c, job["id"], quiet=as_json)
-    if as_json:
-        print_json(job)
-    if (wait or follow) and job["status"] != "SUCCEEDED":
-        raise typer.Exit(1)
-
-
-def _wait(c: Client, job_id: int, quiet: bool) -> dict[str, Any]:
-    last = None
-    while True:
-        job = call(c.job, job_id)
-        if not quiet and (job["status"], job["reason"]) != last:
-            out.print(f"job {job_id}: {job['status']} — {job['reason']}", markup=False)
-            last = (job["status"], job["reason"])
-        if job["status"] in TERMINAL:
-            if not quiet:
-                out.print(f"job {job_id} ended {job['status']}, exit code {job['exit_code']}, cost {fen(job['cost_fen'])}")
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.5)
-
-
-def _follow(c: Client, job_id: int, quiet: bool = False) -> None:
-    offset = 0
-    while True:
-        data, offset, status = call(c.logs, job_id, offset)
-        if data and not quiet:
-            sys.stdout.write(data.decode(errors="replace"))
-            sys.stdout.flush()
-        if not data and status in TERMINAL:
-            return
-        if not data:
-            time.sleep(0.5)
-
-
-STATUS_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "TIMEOUT": "red", "CANCELLED": "yellow", "RUNNING": "cyan"}
-
-
-@app.command()
-def jobs(
-    status: Annotated[list[str] | None, typer.Option("--status", "-s", help="Only these statuses (repeatable)")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
-    as_json: JsonOpt = False,
-) -> None:
-    """List your org's jobs."""
-    data = call(client().jobs, [s.upper() for s in status] if status else None, limit)
-    if as_json:
-        print_json(data["jobs"])
-        return
-    t = Table("ID", "NAME", "USER", "STATUS", "TYPE", "DEVICES", "SUBMITTED", "COST", "REASON")
-    for j in data["jobs"]:
-        r = j["resources"]
-        t.add_row(
-            str(j["id"]), j["name"], j["user"], f"[{STATUS_STYLE.get(j['status'], 'white')}]{j['status']}[/]",
-            j["accelerator_type"] or "|".join(r["accelerator_types"]),
-            f"{r['nodes']}x{r['devices_per_node']}", j["submitted_at"][:19].replace("T", " "), fen(j["cost_fen"]),
-            j["reason"][:60],
-        )
-    out.print(t)
-
-
-@app.command()
-def describe(job_id: int, as_json: JsonOpt = False) -> None:
-    """Everything about one job: status and why, placement, cost, events."""
-    c = client()
-    job = call(c.job, job_id)
-    events = call(c.events, job_id)
-    if as_json:
-        print_json({**job, "events": events})
-        return
-    r = job["resources"]
-    rows = [
-        ("Job", f"{job['id']} {job['name']}"),
-        ("Org / project / user", f"{job['org']} / {job['project']} / {job['user']}"),
-        ("Status", job["status"] + (f" (restarted {job['restart_count']}x)" if job["restart_count"] else "")),
-        ("Reason", job["reason"] + (f" [{job['reason_code']}]" if job["reason_code"] else "")),
-        ("Priority", _priority_text(job)),
-        ("Estimated start", job["estimated_start_at"] or "-"),
-        ("Asked", f"{r['nodes']} node(s) x {r['devices_per_node']} {'|'.join(r['accelerator_types'])}, "
-                  f"{r['cpus_per_node']} CPUs, {r['memory_mb_per_node']} MiB per node"),
-        ("Time limit", f"{job['time_limit_s']}s (grace {job['grace_s']}s)"),
-        ("Command", job["command"]),
-        ("Working dir", job["working_dir"] or "(job folder)"),
-        ("Placement", ", ".join(f"{p['node']}[{','.join(map(str, p['devices']))}]" for p in job["placements"]) or "-"),
-        ("Submitted / started / ended", f"{job['submitted_at']} / {job['started_at'] or '-'} / {job['ended_at'] or '-'}"),
-        ("Exit code", str(job["exit_code"]) if job["exit_code"] is not None else "-"),
-        ("Price", f"{fen(job['price_fen_per_device_hour'])} per device-hour" if job["price_fen_per_device_hour"] is not None else "-"),
-        ("Cost", fen(job["cost_fen"])),
-    ]
-    for k, v in rows:
-        out.print(f"[bold]{k + ':':<30}[/] {v}", soft_wrap=True)
-    out.print("[bold]Events:[/]")
-    for e in events:
-        out.print(f"  {e['at'][:23].replace('T', ' ')}  {e['from_status'] or '-':>10} → {e['to_status'] or '-':<10} {e['reason']}",
-                  markup=False, soft_wrap=True)
-
-
-def _priority_text(job: dict[str, Any]) -> str:
-    if job["priority"] is None:
-        return f"class {job['priority_class']}"
-    factors = ", ".join(f"{f['name']} {f['factor']:.3f}×{f['weight']:g}" for f in job["priority_factors"])
-    return f"{job['priority']:.4f} = weighted mean of ({factors}); class {job['priority_class']}"
-
-
-@app.command()
-def logs(
-    job_id: int,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
-) -> None:
-    """Print a job's output (stdout and stderr)."""
-    c = client()
-    if follow:
-        _follow(c, job_id)
-        return
-    offset = 0
-    while True:
-        data, offset, _ = call(c.logs, job_id, offset)
-        if not data:
-            return
-        sys.stdout.write(data.decode(errors="replace"))
-
-
-@app.command()
-def cancel(job_id: int, as_json: JsonOpt = False) -> None:
-    """Cancel a job (a running one gets SIGTERM, then SIGKILL after its grace period)."""
-    job = call(client().cancel, job_id)
-    if as_json:
-        print_json(job)
-    else:
-        out.print(f"job {job_id}: {job['status']} — {job['reason']}", markup=False)
+cli_jobs.register(app)
 
 
 @app.command()
@@ -299,6 +136,7 @@ def bench_scheduler(
 from suanli.cli_admin import admin_app  # noqa: E402
 
 app.add_typer(admin_app, name="admin")
+cli_jobs.register_admin(admin_app)
 
 # Billing commands (accounts, programs and vouchers, statements and reports), in their own modules.
 from suanli import cli_accounts, cli_cluster, cli_identity, cli_programs, cli_reports  # noqa: E402

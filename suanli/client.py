@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from suanli.client_programs import ProgramsClient
 from suanli.client_reports import ReportsClient
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED"}
 
 
 def config_path() -> Path:
@@ -87,30 +88,56 @@ class Client(AccountsClient, ProgramsClient, ReportsClient, IdentityClient, Clus
         except httpx.TransportError as e:
             raise ApiUnreachable(f"cannot reach the suanli API at {self.server} ({e})") from e
         if r.status_code >= 400:
-            try:
-                p = r.json()
-                raise ApiError(r.status_code, p.get("code", "error"), p.get("detail", r.text), p.get("errors", []))
-            except ValueError:
-                raise ApiError(r.status_code, "error", r.text or r.reason_phrase) from None
+            raise _api_error(r)
         return r
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return self._request(method, path, **kw).json()
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._json("POST", "/v1/jobs", json=spec)  # type: ignore[no-any-return]
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None, retries: int = 0) -> dict[str, Any]:
+        """Submit a spec. With an `idempotency_key`, a submit whose answer was lost (the
+        connection broke) is retried up to `retries` times: the server returns the job the
+        first attempt created instead of a second one."""
+        return self._submit(idempotency_key, retries, json=spec)
 
-    def submit_yaml(self, text: str) -> dict[str, Any]:
-        return self._json("POST", "/v1/jobs", content=text.encode(), headers={"Content-Type": "application/yaml"})  # type: ignore[no-any-return]
+    def submit_yaml(self, text: str, idempotency_key: str | None = None, retries: int = 0) -> dict[str, Any]:
+        return self._submit(idempotency_key, retries, content=text.encode(), headers={"Content-Type": "application/yaml"})
 
-    def jobs(self, statuses: list[str] | None = None, limit: int = 100, before_id: int | None = None) -> dict[str, Any]:
+    def _submit(self, key: str | None, retries: int, **kw: Any) -> dict[str, Any]:
+        if key is not None:
+            kw["headers"] = {**kw.get("headers", {}), "Idempotency-Key": key}
+        tries = retries + 1 if key else 1  # never retry without a key: it could submit twice
+        for attempt in range(1, tries + 1):
+            try:
+                return self._json("POST", "/v1/jobs", **kw)  # type: ignore[no-any-return]
+            except ApiUnreachable:
+                if attempt == tries:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+    def jobs(self, statuses: list[str] | None = None, limit: int = 100, cursor: str | None = None, *,
+             project: str | None = None, user: str | None = None, accelerator_type: str | None = None,
+             org: str | None = None, since: str | None = None, sort: str | None = None) -> dict[str, Any]:
+        """One page: {"items": [...], "next_cursor": str | None}."""
         params: dict[str, Any] = {"limit": limit}
-        if statuses:
-            params["status"] = statuses
-        if before_id:
-            params["before_id"] = before_id
+        for k, v in (("status", statuses or None), ("cursor", cursor), ("project", project), ("user", user),
+                     ("type", accelerator_type), ("org", org), ("since", since), ("sort", sort)):
+            if v:
+                params[k] = v
         return self._json("GET", "/v1/jobs", params=params)  # type: ignore[no-any-return]
+
+    def all_jobs(self, statuses: list[str] | None = None, page_size: int = 500, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every job matching the filters, page after page (keyset pages: jobs submitted
+        meanwhile are not mixed in, none is repeated or skipped)."""
+        cursor = None
+        while True:
+            page = self.jobs(statuses, page_size, cursor, **filters)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
 
     def job(self, job_id: int) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
@@ -121,10 +148,45 @@ class Client(AccountsClient, ProgramsClient, ReportsClient, IdentityClient, Clus
     def cancel(self, job_id: int) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
 
+    def hold(self, job_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{job_id}/hold")  # type: ignore[no-any-return]
+
+    def release(self, job_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{job_id}/release")  # type: ignore[no-any-return]
+
+    def requeue(self, job_id: int) -> dict[str, Any]:
+        """Center admins: stop a running job and put it back in the queue."""
+        return self._json("POST", f"/v1/jobs/{job_id}/requeue")  # type: ignore[no-any-return]
+
     def logs(self, job_id: int, offset: int = 0) -> tuple[bytes, int, str]:
         """(bytes from offset, next offset, job status)."""
         r = self._request("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset})
         return r.content, int(r.headers.get("X-Log-Offset", offset)), r.headers.get("X-Job-Status", "")
+
+    def follow_logs(self, job_id: int, offset: int = 0, retries: int = 3) -> Iterator[bytes]:
+        """The job's output from `offset` as it is written, until the job has ended (one
+        streamed request). A dropped connection resumes from the last byte received, up to
+        `retries` times in a row; then `ApiUnreachable`."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        failures = 0
+        while True:
+            try:
+                with self.http.stream("GET", f"{self.server}/v1/jobs/{job_id}/logs", headers=headers,
+                                      params={"offset": offset, "follow": "true"},
+                                      timeout=httpx.Timeout(30.0, read=None)) as r:  # quiet jobs send nothing for long
+                    if r.status_code >= 400:
+                        r.read()
+                        raise _api_error(r)
+                    for chunk in r.iter_bytes():
+                        offset += len(chunk)
+                        failures = 0
+                        yield chunk
+                return
+            except httpx.TransportError as e:
+                failures += 1
+                if failures > retries:
+                    raise ApiUnreachable(f"lost the log stream from {self.server} ({e})") from e
+                time.sleep(0.5 * failures)
 
     def wait(self, job_id: int, timeout: float | None = None, poll_s: float = 0.5) -> dict[str, Any]:
         """Poll until the job ends; returns the final job."""
@@ -180,6 +242,14 @@ class Client(AccountsClient, ProgramsClient, ReportsClient, IdentityClient, Clus
 
     def create_project(self, org: str, name: str) -> dict[str, Any]:
         return self._json("POST", "/v1/admin/projects", json={"org": org, "name": name})  # type: ignore[no-any-return]
+
+
+def _api_error(r: httpx.Response) -> ApiError:
+    try:
+        p = r.json()
+        return ApiError(r.status_code, p.get("code", "error"), p.get("detail", r.text), p.get("errors", []))
+    except ValueError:
+        return ApiError(r.status_code, "error", r.text or r.reason_phrase)
 
 
 def _seg(value: str) -> str:

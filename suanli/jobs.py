@@ -5,33 +5,110 @@ Invariants:
   row and its first event are written in one transaction: a refused job leaves no trace.
 - A caller sees only jobs of their own org (center admins see all); a job of another org is
   reported as not found, so ids of other orgs' jobs are not disclosed.
-- Cancel goes through the state machine: PENDING → CANCELLED at once; STARTING, RUNNING or
-  PREEMPTING → CANCELLING (stop by now + grace), and the scheduler stops the process and
-  finishes the job.
+- Cancel goes through the state machine: PENDING or HELD → CANCELLED at once; STARTING,
+  RUNNING or PREEMPTING → CANCELLING (stop by now + grace), and the scheduler stops the
+  process and finishes the job.
+- Idempotent submit: a job submitted with an `Idempotency-Key` stores the key (unique per
+  user, by a unique index) and the SHA-256 of its normalised submission. A retry with the
+  same key returns that job, whatever its state now; the same key with another spec is
+  `idempotency_key_reused`. Concurrent retries all try the insert: the index lets one win and
+  the others catch the IntegrityError and return the winner's job (never read-then-write).
+- Hold/release (owner, their org's admin, a center admin): PENDING → HELD → PENDING; the
+  submit time is never touched, so a released job keeps its age. Requeue (center admins) of a
+  STARTING/RUNNING job takes the scheduler's preemption path (PREEMPTING with a stop
+  deadline; the loop stops the runner and the reconciler puts the job back to PENDING).
+- Status changes here are version-guarded and retried a few times when the scheduler moved
+  the job between the read and the write; actions an admin takes on someone else's job (and
+  every requeue) write an audit row in the same transaction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from scheduler.types import TERMINAL, Job, JobStatus, JobSubmission
 from suanli.db.engine import Database
+from suanli.db.store import billing as billing_store
 from suanli.db.store import jobs as job_store
 from suanli.db.store import nodes as node_store
 from suanli.db.store import tenancy
+from suanli.db.store.jobs import JobFilter, JobSort
 from suanli.errors import conflict, forbidden, invalid, not_found
 from suanli.identity import Principal, Role
+
+# Visible ASCII, as in the IETF draft "The Idempotency-Key HTTP Header Field" (a UUID fits).
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_PAGE = 500
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def submit(db: Database, who: Principal, sub: JobSubmission) -> Job:
+def spec_digest(sub: JobSubmission) -> str:
+    """SHA-256 of the normalised submission: the same spec as JSON or YAML, with fields in
+    any order or durations written differently, hashes the same."""
+    return hashlib.sha256(json.dumps(asdict(sub), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def submit(db: Database, who: Principal, sub: JobSubmission, idempotency_key: str | None = None) -> Job:
+    return submit_keyed(db, who, sub, idempotency_key)[0]
+
+
+def submit_keyed(db: Database, who: Principal, sub: JobSubmission, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Submit a job; (job, True) when created, (the earlier job, False) for a retry with the
+    same `idempotency_key` and spec."""
     if who.role not in (Role.MEMBER, Role.ORG_ADMIN) or who.org_id is None:
         raise forbidden("only members of an org can submit jobs")
+    digest = None
+    if idempotency_key is not None:
+        if not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise invalid("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters "
+                          "(a UUID is a good key)", "Idempotency-Key")
+        digest = spec_digest(sub)
+        earlier = _replay(db, who, idempotency_key, digest)  # the common retry: no insert attempted
+        if earlier is not None:
+            return earlier, False
+    try:
+        return _insert(db, who, sub, idempotency_key, digest), True
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # A concurrent retry with the same key committed first: the unique index refused ours.
+        earlier = _replay(db, who, idempotency_key, digest)
+        if earlier is None:
+            raise
+        return earlier, False
+
+
+def _replay(db: Database, who: Principal, key: str, digest: str | None) -> Job | None:
+    with db.begin() as s:
+        found = job_store.job_by_idempotency_key(s, who.user_id, key)
+        if found is None:
+            return None
+        job_id, stored = found
+        if stored != digest:
+            raise conflict("idempotency_key_reused", f"Idempotency-Key {key!r} was used for job {job_id} with a different "
+                           "spec; use a new key for a new job")
+        job = job_store.get_job(s, job_id)
+    assert job is not None
+    return job
+
+
+def _insert(db: Database, who: Principal, sub: JobSubmission, key: str | None, digest: str | None) -> Job:
+    assert who.org_id is not None
     now = utcnow()
     with db.begin() as s:
         org = s.get(tenancy.OrgRow, who.org_id)
@@ -46,7 +123,7 @@ def submit(db: Database, who: Principal, sub: JobSubmission) -> Job:
             raise invalid("unknown_priority_class", f"no priority class {sub.priority_class!r}; known: {known}", "priority_class")
         user = s.get(tenancy.UserRow, who.user_id)
         assert user is not None
-        job_id = job_store.insert_job(s, who.org_id, project.id, user, sub, now)
+        job_id = job_store.insert_job(s, who.org_id, project.id, user, sub, now, key, digest)
         job = job_store.get_job(s, job_id)
     assert job is not None
     return job
@@ -100,30 +177,188 @@ def events(db: Database, who: Principal, job_id: int) -> list[Event]:
         return [Event(e.at, e.from_status, e.to_status, e.reason) for e in job_store.events(s, job_id)]
 
 
-def list_for(db: Database, who: Principal, statuses: list[JobStatus], limit: int, before_id: int | None) -> list[Job]:
+@dataclass(frozen=True)
+class ListQuery:
+    """A listing as asked: filters by name, an order and an opaque cursor."""
+
+    statuses: tuple[JobStatus, ...] = ()
+    project: str | None = None
+    user: str | None = None
+    accelerator_type: str | None = None
+    org: str | None = None
+    since: datetime | None = None
+    sort: JobSort = JobSort.ID
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Job]
+    next_cursor: str | None  # None: this was the last page
+
+
+def encode_cursor(sort: JobSort, key: Any, job_id: int) -> str:
+    """Opaque to clients: the order it belongs to, the last row's sort key and id."""
+    k = key.isoformat() if isinstance(key, datetime) else key
+    raw = json.dumps({"s": str(sort), "k": k, "i": job_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: JobSort) -> tuple[Any, int]:
+    bad = invalid("invalid_cursor", "the cursor is not one this listing gave out (pass next_cursor back unchanged, "
+                  "with the same sort)", "cursor")
+    try:
+        d = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(d, dict) or d.get("s") != str(sort) or type(d.get("i")) is not int:
+            raise bad
+        k = d.get("k")
+        if sort is JobSort.SUBMITTED_AT:
+            key: Any = datetime.fromisoformat(k)  # type: ignore[arg-type]
+            if key.tzinfo is None:
+                raise bad
+        elif sort is JobSort.PRIORITY:
+            if type(k) not in (int, float):
+                raise bad
+            key = float(k)  # type: ignore[arg-type]
+        else:
+            key = d["i"]
+        return key, d["i"]
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as e:
+        raise bad from e
+
+
+def list_for(db: Database, who: Principal, q: ListQuery) -> Page:
+    """A page of the jobs the caller may see, newest (or highest) first.
+
+    Members and org admins see their own org's jobs; only center admins may name another
+    org (`forbidden` otherwise, whether that org exists or not)."""
+    if not 1 <= q.limit <= MAX_PAGE:
+        raise invalid("invalid_limit", f"limit must be between 1 and {MAX_PAGE}", "limit")
+    after = decode_cursor(q.cursor, q.sort) if q.cursor else None
+    if who.sees_all_orgs:
+        org_id = None
+    elif who.org_id is None:
+        return Page([], None)
+    else:
+        if q.org is not None and q.org != who.org:
+            raise forbidden("only center admins list other orgs' jobs")
+        org_id = who.org_id
+    f = JobFilter(org_id=org_id, org=q.org, statuses=q.statuses, project=q.project, user=q.user,
+                  accelerator_type=q.accelerator_type, since=q.since)
     with db.begin() as s:
-        if who.sees_all_orgs:
-            return job_store.list_jobs(s, None, statuses, limit, before_id)
-        if who.org_id is None:
-            return []
-        return job_store.list_jobs(s, who.org_id, statuses, limit, before_id)
+        jobs = job_store.list_page(s, f, q.sort, q.limit + 1, after)  # one more: is there a next page?
+    items = jobs[: q.limit]
+    nxt = encode_cursor(q.sort, job_store.sort_key(items[-1], q.sort), items[-1].id) if len(jobs) > q.limit else None
+    return Page(items, nxt)
+
+
+# ---------------------------------------------------------------------------- status changes
+
+
+Change = tuple[JobStatus, str, dict[str, Any]]  # (to, reason, fields to set)
+
+
+def _change(db: Database, who: Principal, job_id: int, action: str, decide: Callable[[Job], Change | Job],
+            audit: bool | None = None) -> Job:
+    """Apply `decide(job)` (a change, or the job itself for nothing to do) with a version
+    guard, retrying when the scheduler moved the job between our read and write. `audit`:
+    write an audit row (None: when an admin acts on a job that is not their own)."""
+    for _ in range(5):
+        job = get(db, who, job_id)
+        d = decide(job)
+        if isinstance(d, Job):
+            return d
+        to, reason, fields = d
+        now = utcnow()
+        with db.begin() as s:
+            done = job_store.apply_transition(s, job_id, job.version, job.status, to, reason, now, **fields)
+            if done and (audit or (audit is None and who.role in (Role.ORG_ADMIN, Role.CENTER_ADMIN) and who.user != job.user)):
+                billing_store.audit(s, who.user, f"job.{action}", f"job:{job_id}", {"status": str(job.status)},
+                                    {"status": str(to), "reason": reason}, now)
+        if done:
+            return get(db, who, job_id)
+    raise conflict("busy", f"job {job_id} kept changing; try again")
 
 
 def cancel(db: Database, who: Principal, job_id: int) -> Job:
-    for _ in range(5):  # retry when the scheduler moved the job between our read and write
-        job = get(db, who, job_id)
+    def decide(job: Job) -> Change | Job:
         if job.status in TERMINAL:
             raise conflict("job_finished", f"job {job_id} already ended ({job.status})")
         if job.status is JobStatus.CANCELLING:
             return job
-        to = JobStatus.CANCELLED if job.status is JobStatus.PENDING else JobStatus.CANCELLING
-        now = utcnow()
-        extra = {"ended_at": now} if to is JobStatus.CANCELLED else {"stop_by": now + timedelta(seconds=job.grace_s)}
-        with db.begin() as s:
-            done = job_store.apply_transition(s, job_id, job.version, job.status, to, f"cancelled by {who.user}", now, **extra)
-        if done:
-            return get(db, who, job_id)
-    raise conflict("busy", f"job {job_id} kept changing; try again")
+        if job.status in (JobStatus.PENDING, JobStatus.HELD):
+            return JobStatus.CANCELLED, f"cancelled by {who.user}", {"ended_at": utcnow()}
+        return JobStatus.CANCELLING, f"cancelled by {who.user}", {"stop_by": utcnow() + timedelta(seconds=job.grace_s)}
+
+    return _change(db, who, job_id, "cancel", decide)
+
+
+def _may_manage(db: Database, who: Principal, job_id: int, what: str) -> None:
+    """Owner, an admin of the job's org, or a center admin; others of the org get 403
+    (the job is visible to them, so 404 would be a lie)."""
+    get(db, who, job_id)  # 404 first for other orgs' jobs
+    with db.begin() as s:
+        owner = job_store.job_owner(s, job_id)
+    assert owner is not None
+    org_id, user_id = owner
+    if who.sees_all_orgs or who.user_id == user_id or (who.role is Role.ORG_ADMIN and who.org_id == org_id):
+        return
+    raise forbidden(f"only the job's owner, an admin of its org or a center admin may {what} it")
+
+
+def hold(db: Database, who: Principal, job_id: int) -> Job:
+    """Keep a pending job out of scheduling (PENDING → HELD); holding a held job is a no-op."""
+    _may_manage(db, who, job_id, "hold")
+
+    def decide(job: Job) -> Change | Job:
+        if job.status is JobStatus.HELD:
+            return job
+        if job.status is not JobStatus.PENDING:
+            raise conflict("job_not_pending", f"only pending jobs can be held; job {job_id} is {job.status}")
+        return JobStatus.HELD, f"held by {who.user}", dict(
+            reason_code="held", priority=None, priority_factors=None, estimated_start_at=None)
+
+    return _change(db, who, job_id, "hold", decide)
+
+
+def release(db: Database, who: Principal, job_id: int) -> Job:
+    """Put a held job back in the queue (HELD → PENDING) with its original submit time;
+    releasing a job that is not held is 409 `job_not_held`."""
+    _may_manage(db, who, job_id, "release")
+
+    def decide(job: Job) -> Change | Job:
+        if job.status is not JobStatus.HELD:
+            raise conflict("job_not_held", f"job {job_id} is {job.status}, not HELD")
+        return JobStatus.PENDING, f"released by {who.user}; waiting for the scheduler", dict(reason_code="")
+
+    return _change(db, who, job_id, "release", decide)
+
+
+def requeue(db: Database, who: Principal, job_id: int) -> Job:
+    """Center admins: stop a STARTING/RUNNING job and put it back in the queue, through the
+    preemption path (PREEMPTING with stop_by = now + its grace; the scheduler sends the stop
+    signal and the reconciler requeues it with its submit time, charging the time it ran).
+
+    409 codes, checked in this order: `job_finished` (ended), `job_not_requeueable` (the job
+    asked `requeue: false`; a preemption would end it PREEMPTED — cancel it instead),
+    `job_not_running` (PENDING/HELD: already queued), `job_stopping` (already CANCELLING or
+    PREEMPTING)."""
+    if not who.sees_all_orgs:
+        raise forbidden("only center admins requeue jobs")
+
+    def decide(job: Job) -> Change | Job:
+        if job.status in TERMINAL:
+            raise conflict("job_finished", f"job {job_id} already ended ({job.status}); submit it again instead")
+        if not job.requeue:
+            raise conflict("job_not_requeueable", f"job {job_id} asked not to be requeued (requeue: false); cancel it instead")
+        if job.status in (JobStatus.PENDING, JobStatus.HELD):
+            raise conflict("job_not_running", f"job {job_id} is {job.status}: it is in the queue already")
+        if job.status in (JobStatus.CANCELLING, JobStatus.PREEMPTING):
+            raise conflict("job_stopping", f"job {job_id} is {job.status}: it is being stopped already")
+        return JobStatus.PREEMPTING, f"requeued by admin {who.user}", {"stop_by": utcnow() + timedelta(seconds=job.grace_s)}
+
+    return _change(db, who, job_id, "requeue", decide, audit=True)
 
 
 def log_path(jobs_dir: Path, job_id: int, rank: int = 0) -> Path:
@@ -143,3 +378,24 @@ def read_log(jobs_dir: Path, job_id: int, offset: int, max_bytes: int) -> tuple[
     except FileNotFoundError:
         return b"", offset
     return data, offset + len(data)
+
+
+FOLLOW_CHUNK = 256 * 1024
+
+
+async def follow_log(db: Database, who: Principal, jobs_dir: Path, job_id: int, offset: int,
+                     disconnected: Callable[[], Awaitable[bool]], poll_s: float = 0.5) -> AsyncIterator[bytes]:
+    """The log from `offset` as it grows, until the job has ended and all of it was sent,
+    or the client went away. Each round reads the status first and then the file to its
+    end, so once a terminal status is seen every byte written before it has been sent.
+    Database and file reads run in worker threads; nothing is held between rounds."""
+    while True:
+        job = await asyncio.to_thread(get, db, who, job_id)
+        while True:
+            data, offset = await asyncio.to_thread(read_log, jobs_dir, job_id, offset, FOLLOW_CHUNK)
+            if not data:
+                break
+            yield data
+        if job.status in TERMINAL or await disconnected():
+            return
+        await asyncio.sleep(poll_s)

@@ -1,4 +1,11 @@
-"""/v1/jobs: submit (JSON or YAML), list, get, events, cancel, logs."""
+"""/v1/jobs: submit (JSON or YAML, idempotent with `Idempotency-Key`), list (filters, sort,
+cursor pages), get, events, cancel, hold/release, requeue (center admins), logs (follow).
+
+Who may call what: every signed-in principal lists and reads the jobs of their own org
+(center admins: all; another org's job is 404); members and org admins submit; cancel:
+anyone who sees the job; hold/release: its owner, an admin of its org, a center admin;
+requeue: center admins.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,9 @@ import json
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Query, Request, Response
-from pydantic import ValidationError
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import DbDep, PrincipalDep, SettingsDep
@@ -15,9 +23,12 @@ from api.schemas.jobs import EventOut, JobList, JobOut, JobSpecIn, job_out, subm
 from api.validation import validation_error
 from scheduler.types import JobStatus
 from suanli import jobs as service
+from suanli.db.store.jobs import JobSort
 from suanli.errors import invalid
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# Bounded: ids are 32-bit INTEGER columns; a larger number is 422, not a database overflow (500).
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
@@ -60,8 +71,29 @@ _SPEC_BODY = {
 }
 
 
-@router.post("", status_code=201, response_model=JobOut, openapi_extra=_SPEC_BODY)
-async def submit_job(request: Request, who: PrincipalDep, db: DbDep, settings: SettingsDep) -> JobOut:
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    openapi_extra=_SPEC_BODY,
+    responses={
+        200: {"model": JobOut, "description": "A retry: the job this `Idempotency-Key` created earlier, as it is now "
+              "(header `Idempotent-Replayed: true`)"},
+        409: {"description": "`idempotency_key_reused`: the key was used with a different spec"},
+    },
+)
+async def submit_job(
+    request: Request,
+    response: Response,
+    who: PrincipalDep,
+    db: DbDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key",
+        description="Any unique string (a UUID) per intended job: a retried submit with the same key returns the "
+                    "same job (200) instead of creating another (201). Unique per user, kept with the job.",
+    )] = None,
+) -> JobOut:
     """Submit a job. The body is a job spec as JSON, or as YAML with `Content-Type: application/yaml`."""
     data = parse_spec_body(await request.body(), request.headers.get("content-type", ""))
     if not isinstance(data, dict):
@@ -71,53 +103,102 @@ async def submit_job(request: Request, who: PrincipalDep, db: DbDep, settings: S
     except ValidationError as e:
         raise validation_error(e.errors(), "invalid_spec") from e
     sub = submission_from_spec(spec, settings.default_time_limit_s, settings.max_time_limit_s, settings.default_grace_s)
-    return job_out(await run_in_threadpool(service.submit, db, who, sub))
+    job, created = await run_in_threadpool(service.submit_keyed, db, who, sub, idempotency_key)
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return job_out(job)
 
 
 @router.get("", response_model=JobList)
 def list_jobs(
     who: PrincipalDep,
     db: DbDep,
-    status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1, description="Page: jobs with a smaller id")] = None,
+    status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeatable)")] = None,
+    project: Annotated[str | None, Query(max_length=64, description="Only this project's jobs")] = None,
+    user: Annotated[str | None, Query(max_length=64, description="Only this user's jobs")] = None,
+    type_: Annotated[str | None, Query(alias="type", max_length=64,
+                                       description="Only jobs that asked for (or run on) this accelerator type")] = None,
+    org: Annotated[str | None, Query(max_length=64, description="Only this org's jobs (center admins; others: their own)")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="Only jobs submitted at or after this time")] = None,
+    sort: Annotated[JobSort, Query(description="id: newest first; submitted_at: latest first; priority: highest first "
+                                   "(pending jobs; others after them)")] = JobSort.ID,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
 ) -> JobList:
-    jobs = service.list_for(db, who, status or [], limit, before_id)
-    nxt = jobs[-1].id if len(jobs) == limit else None
-    return JobList(jobs=[job_out(j) for j in jobs], next_before_id=nxt)
+    """Jobs the caller may see, one page at a time. Pages are keyset pages: a walk through
+    them while jobs are being submitted never repeats or skips a job that was there when it
+    began (new jobs sort before the cursor)."""
+    q = service.ListQuery(statuses=tuple(status or ()), project=project, user=user, accelerator_type=type_, org=org,
+                          since=since, sort=sort, limit=limit, cursor=cursor)
+    page = service.list_for(db, who, q)
+    return JobList(items=[job_out(j) for j in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: int, who: PrincipalDep, db: DbDep) -> JobOut:
+def get_job(job_id: JobId, who: PrincipalDep, db: DbDep) -> JobOut:
+    """One job: status and reason, priority factors and estimated start while pending, nodes
+    and devices, price, settled cost and cost so far."""
     return job_out(service.get(db, who, job_id))
 
 
 @router.get("/{job_id}/events", response_model=list[EventOut])
-def job_events(job_id: int, who: PrincipalDep, db: DbDep) -> list[EventOut]:
+def job_events(job_id: JobId, who: PrincipalDep, db: DbDep) -> list[EventOut]:
     return [EventOut(at=e.at, from_status=e.from_status, to_status=e.to_status, reason=e.reason) for e in service.events(db, who, job_id)]
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, who: PrincipalDep, db: DbDep) -> JobOut:
+def cancel_job(job_id: JobId, who: PrincipalDep, db: DbDep) -> JobOut:
+    """PENDING or HELD → CANCELLED at once; a starting or running job → CANCELLING (stop
+    signal, then SIGKILL after its grace period). 409 `job_finished` once it has ended."""
     return job_out(service.cancel(db, who, job_id))
+
+
+@router.post("/{job_id}/hold", response_model=JobOut)
+def hold_job(job_id: JobId, who: PrincipalDep, db: DbDep) -> JobOut:
+    """Keep a pending job out of scheduling (PENDING → HELD) until released. Its owner, an
+    admin of its org or a center admin. 409 `job_not_pending` for a job in any other status."""
+    return job_out(service.hold(db, who, job_id))
+
+
+@router.post("/{job_id}/release", response_model=JobOut)
+def release_job(job_id: JobId, who: PrincipalDep, db: DbDep) -> JobOut:
+    """HELD → PENDING, keeping its submit time (and so its age). 409 `job_not_held` otherwise."""
+    return job_out(service.release(db, who, job_id))
+
+
+@router.post("/{job_id}/requeue", response_model=JobOut)
+def requeue_job(job_id: JobId, who: PrincipalDep, db: DbDep) -> JobOut:
+    """Center admins: stop a starting or running job and put it back in the queue with its
+    submit time (PREEMPTING now, PENDING once its process is gone; the time it ran is
+    charged). 409: `job_finished` (FAILED, TIMEOUT, CANCELLED, …), `job_not_running`
+    (PENDING, HELD), `job_stopping` (CANCELLING, PREEMPTING), `job_not_requeueable` (the job
+    asked `requeue: false`)."""
+    return job_out(service.requeue(db, who, job_id))
 
 
 @router.get(
     "/{job_id}/logs",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Log bytes from `offset`"}},
+    responses={200: {"content": {"text/plain": {}}, "description": "Log bytes from `offset`; with `follow`, a stream"}},
 )
 def job_logs(
-    job_id: int,
+    job_id: JobId,
+    request: Request,
     who: PrincipalDep,
     db: DbDep,
     settings: SettingsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**40)] = 0,  # 1 TiB; seeking far past a file's end is an OSError
     limit: Annotated[int, Query(ge=1, le=8 * 1024 * 1024)] = 1024 * 1024,
+    follow: Annotated[bool, Query(description="Stream new output until the job has ended (or the client leaves)")] = False,
 ) -> Response:
     """The job's combined stdout and stderr from byte `offset`. `X-Log-Offset` is where to
-    continue; `X-Job-Status` tells a follower when to stop."""
+    continue; `X-Job-Status` tells a follower when to stop. With `follow=true` the answer is
+    a stream (no `limit`) that ends when the job has ended and all its output was sent."""
     job = service.get(db, who, job_id)
+    if follow:
+        gen = service.follow_log(db, who, settings.jobs_dir, job_id, offset, request.is_disconnected)
+        return StreamingResponse(gen, media_type="text/plain; charset=utf-8", headers={"X-Accel-Buffering": "no"})
     data, nxt = service.read_log(settings.jobs_dir, job_id, offset, limit)
     return Response(
         content=data,

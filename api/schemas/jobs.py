@@ -3,6 +3,10 @@
 Invariants: the spec refuses unknown fields (a typo is an error naming the field, not a
 silently ignored setting); `submission_from_spec` is the only way from a spec to the domain's
 `JobSubmission`, and `job_out` the only way from a domain `Job` to the API's view.
+
+Size limits (422 naming the field): command ≤ 64 KiB of UTF-8, env ≤ 256 variables with
+values ≤ 64 KiB each, name ≤ 128 characters, project ≤ 64, priority_class ≤ 32, working_dir
+≤ 4096 bytes. The request body as a whole is limited by `max_body_bytes` (413).
 """
 
 from __future__ import annotations
@@ -10,12 +14,11 @@ from __future__ import annotations
 import re
 import shlex
 from datetime import datetime
-from typing import Annotated
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from api.schemas.common import parse_duration, parse_memory_mib
+from quota.settlement import bill_from_json
 from scheduler.types import Job, JobSubmission, Resources
 from suanli.errors import invalid
 
@@ -23,8 +26,10 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by suanli itself; a job may not override them.
 RESERVED_ENV = ("SUANLI_", "CUDA_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
-MAX_COMMAND = 65536
+MAX_COMMAND = 65536  # bytes of UTF-8
 MAX_ENV = 256
+MAX_ENV_VALUE = 65536  # bytes of UTF-8
+MAX_PATH = 4096  # bytes of UTF-8 (Linux PATH_MAX)
 
 
 class ResourcesIn(BaseModel):
@@ -93,16 +98,18 @@ class JobSpecIn(BaseModel):
         },
     )
 
-    name: str = Field(pattern=NAME)
-    project: str = Field("default", pattern=NAME)
-    priority_class: str = Field("normal", pattern=NAME, description="high, normal, low, preemptible, or a class the center defined")
+    name: str = Field(max_length=128, pattern=NAME)
+    project: str = Field("default", max_length=64, pattern=NAME)
+    priority_class: str = Field("normal", max_length=32, pattern=NAME,
+                                description="high, normal, low, preemptible, or a class the center defined")
     requeue: bool = Field(True, description="After a preemption, go back to the queue (else end PREEMPTED)")
     resources: ResourcesIn
     time_limit: str | int | None = Field(None, description="Seconds, or '30m', '2h', '1h30m', '1d'")
     grace_period: str | int | None = Field(None, description="Seconds between SIGTERM and SIGKILL")
     command: str | list[str] = Field(description="A shell command line, or an argv list")
     working_dir: str | None = Field(None, description="Absolute path on the servers")
-    env: dict[str, Annotated[str, Field(max_length=65536)] | int | float | bool] = {}
+    env: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description=f"At most {MAX_ENV} variables, each value at most {MAX_ENV_VALUE} bytes")
 
     @field_validator("time_limit", "grace_period")
     @classmethod
@@ -115,8 +122,8 @@ class JobSpecIn(BaseModel):
         text = v if isinstance(v, str) else shlex.join(v)
         if not text.strip():
             raise ValueError("the command is empty")
-        if len(text) > MAX_COMMAND:
-            raise ValueError(f"the command is longer than {MAX_COMMAND} characters")
+        if len(text.encode()) > MAX_COMMAND:
+            raise ValueError(f"the command is longer than {MAX_COMMAND} bytes (64 KiB); put long scripts in a file")
         return text
 
     @field_validator("working_dir")
@@ -124,6 +131,8 @@ class JobSpecIn(BaseModel):
     def _wd(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
             raise ValueError("working_dir must be an absolute path (the CLI resolves relative ones)")
+        if v is not None and len(v.encode()) > MAX_PATH:
+            raise ValueError(f"working_dir is longer than {MAX_PATH} bytes")
         return v
 
     @field_validator("env")
@@ -138,6 +147,8 @@ class JobSpecIn(BaseModel):
             if k.startswith(RESERVED_ENV):
                 raise ValueError(f"{k} is set by suanli and cannot be overridden")
             out[k] = str(val).lower() if isinstance(val, bool) else str(val)
+            if len(out[k].encode()) > MAX_ENV_VALUE:
+                raise ValueError(f"the value of {k} is longer than {MAX_ENV_VALUE} bytes (64 KiB)")
         return out
 
 
@@ -213,9 +224,12 @@ class JobOut(BaseModel):
     exit_code: int | None
     accelerator_type: str | None
     placements: list[PlacementOut]
+    nodes: list[str] = Field(description="The servers of its current (or last) run, in rank order")
     price_fen_per_device_hour: int | None
     cost_fen: int | None = Field(description="What its runs cost in all (fen), once settled")
     subsidy_fen: int | None = Field(description="Of the cost, what compute vouchers paid (fen); the org's account paid the rest")
+    cost_so_far_fen: int = Field(description="Charged so far (fen): settled runs plus what metering has charged the "
+                                 "current run; for a running job this grows every meter interval")
 
 
 def job_out(job: Job) -> JobOut:
@@ -253,15 +267,25 @@ def job_out(job: Job) -> JobOut:
         exit_code=job.exit_code,
         accelerator_type=job.accelerator_type,
         placements=[PlacementOut(node=p.node, devices=list(p.devices)) for p in job.placements],
+        nodes=[p.node for p in job.placements],
         price_fen_per_device_hour=job.price_fen_per_device_hour,
         cost_fen=job.cost_fen,
         subsidy_fen=job.subsidy_fen,
+        cost_so_far_fen=cost_so_far_fen(job),
     )
 
 
+def cost_so_far_fen(job: Job) -> int:
+    """Settled cost of finished runs plus what metering charged the current run (its
+    `run_charged`: account part and voucher parts)."""
+    charged = bill_from_json(job.run_charged)
+    return (job.cost_fen or 0) + charged.cash_fen + sum(f for _, f in charged.voucher_parts)
+
+
 class JobList(BaseModel):
-    jobs: list[JobOut]
-    next_before_id: int | None = Field(None, description="Pass as before_id for the next page")
+    items: list[JobOut]
+    next_cursor: str | None = Field(None, description="Opaque; pass as `cursor` (with the same sort) for the next "
+                                    "page. Absent on the last page")
 
 
 class EventOut(BaseModel):

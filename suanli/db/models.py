@@ -203,7 +203,13 @@ class NodeRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_org_status", "org_id", "status"),)
+    __table_args__ = (
+        Index("ix_jobs_org_status", "org_id", "status"),
+        # A retried submit carries the same key: at most one job per (user, key). The index,
+        # not a read before the write, is what makes concurrent retries create one job.
+        Index("ux_jobs_user_idempotency_key", "user_id", "idempotency_key", unique=True),
+        Index("ix_jobs_submitted_at", "submitted_at"),  # `GET /v1/jobs?sort=submitted_at`
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
     org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
@@ -255,6 +261,10 @@ class JobRow(Base):
     run_charged: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     meter_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     subsidy_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The submit's `Idempotency-Key` header (unique per user, with the index above) and the
+    # SHA-256 of the normalised spec it came with: a retry with another spec is refused.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    spec_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class JobPlacementRow(Base):

@@ -53,7 +53,7 @@ def test_submit_json_and_yaml_then_get_and_list(center) -> None:  # type: ignore
     assert (y["resources"]["devices_per_node"], y["time_limit_s"], y["working_dir"]) == (2, 1800, "/tmp")
     got = center.client.get(f"/v1/jobs/{y['id']}", headers=center.headers(m.token)).json()
     assert got == y
-    listed = center.client.get("/v1/jobs", headers=center.headers(m.token)).json()["jobs"]
+    listed = center.client.get("/v1/jobs", headers=center.headers(m.token)).json()["items"]
     assert [x["id"] for x in listed] == [y["id"], j["id"]]  # newest first, only this org's
     events = center.client.get(f"/v1/jobs/{j['id']}/events", headers=center.headers(m.token)).json()
     assert [(e["from_status"], e["to_status"]) for e in events] == [(None, "PENDING")]
@@ -68,8 +68,8 @@ def test_members_see_only_their_own_orgs_jobs(center) -> None:  # type: ignore[n
     for method, path in [("GET", ""), ("GET", "/events"), ("GET", "/logs"), ("POST", "/cancel")]:
         r = center.client.request(method, f"/v1/jobs/{job['id']}{path}", headers=center.headers(b.token))
         assert r.status_code == 404 and r.json()["code"] == "job_not_found", (path, r.text)
-    assert job["id"] not in [x["id"] for x in center.client.get("/v1/jobs", headers=center.headers(b.token)).json()["jobs"]]
-    admin = center.client.get("/v1/jobs?limit=1000", headers=center.headers(center.tokens.admin)).json()["jobs"]
+    assert job["id"] not in [x["id"] for x in center.client.get("/v1/jobs", headers=center.headers(b.token)).json()["items"]]
+    admin = center.client.get(f"/v1/jobs?org={a.org}", headers=center.headers(center.tokens.admin)).json()["items"]
     assert job["id"] in [x["id"] for x in admin]
     assert center.client.get(f"/v1/jobs/{job['id']}", headers=center.headers(b.token)).status_code == 404
     assert center.client.get(f"/v1/jobs/{job['id']}", headers=center.headers(a.token)).json()["status"] == "PENDING"

@@ -141,7 +141,7 @@ def test_up_runs_the_example_and_stops_cleanly(tmp_path: Path) -> None:
         banner2 = again.wait_ready()
         assert token in banner2
         jobs = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
-        assert [j["id"] for j in jobs["jobs"]] == [int(job_id)]
+        assert [j["id"] for j in jobs["items"]] == [int(job_id)]
         assert again.interrupt() == 0
     finally:
         if again.proc.poll() is None:

@@ -55,3 +55,15 @@ def test_every_status_is_reachable_from_pending_and_every_active_status_can_end(
     for s in set(ALL) - TERMINAL:
         assert reachable(s) & TERMINAL, s
     assert ACTIVE <= reachable(JobStatus.PENDING)
+
+
+def test_held_is_entered_only_from_pending_and_leaves_only_to_pending_or_cancelled() -> None:
+    """Invariants: HELD (a hold on a pending job) is neither active nor terminal; the only
+    way in is from PENDING, the only ways out are release (PENDING) and cancel (CANCELLED),
+    so a held job never holds devices and a running job cannot be held."""
+    held = JobStatus.HELD
+    assert held not in ACTIVE and held not in TERMINAL and not held.holds_devices
+    assert {a for a, b in TRANSITIONS if b is held} == {JobStatus.PENDING}
+    assert {b for a, b in TRANSITIONS if a is held} == {JobStatus.PENDING, JobStatus.CANCELLED}
+    assert transition(3, held, JobStatus.PENDING, "").reason == "released"
+    assert not allowed(JobStatus.RUNNING, held) and not allowed(held, JobStatus.STARTING)

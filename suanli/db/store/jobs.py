@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Text, and_, bindparam, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from quota.ledger import duration_ms
@@ -49,9 +51,14 @@ from suanli.db.models import (
 )
 
 
-def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: JobSubmission, now: datetime) -> int:
+def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: JobSubmission, now: datetime,
+               idempotency_key: str | None = None, spec_sha256: str | None = None) -> int:
+    """Insert a PENDING job and its first event. With an `idempotency_key`, a second job of
+    the same user with that key makes the flush raise `IntegrityError` (the unique index)."""
     r = sub.resources
     row = JobRow(
+        idempotency_key=idempotency_key,
+        spec_sha256=spec_sha256,
         name=sub.name,
         org_id=org_id,
         project_id=project_id,
@@ -288,6 +295,98 @@ def list_jobs(
     if before_id is not None:
         q = q.where(JobRow.id < before_id)
     return _jobs(s, q.order_by(JobRow.id.desc()).limit(limit))
+
+
+class JobSort(StrEnum):
+    """Orders of `GET /v1/jobs`, each newest/highest first with the id breaking ties."""
+
+    ID = "id"
+    SUBMITTED_AT = "submitted_at"
+    PRIORITY = "priority"  # pending jobs by the scheduler's last priority; others (none) last
+
+
+# Jobs without a priority (not pending, or not yet seen by the scheduler) sort after every
+# real one: priorities are in [0, 1].
+NO_PRIORITY = -1.0
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a listing may be narrowed to; `org_id=None` means every org (center admins)."""
+
+    org_id: int | None = None
+    org: str | None = None
+    statuses: tuple[JobStatus, ...] = ()
+    project: str | None = None
+    user: str | None = None
+    accelerator_type: str | None = None  # asked for (any preference) or given
+    since: datetime | None = None  # submitted at or after
+
+
+def sort_expr(sort: JobSort) -> Any:
+    if sort is JobSort.SUBMITTED_AT:
+        return JobRow.submitted_at
+    if sort is JobSort.PRIORITY:
+        return func.coalesce(JobRow.priority, NO_PRIORITY)
+    return JobRow.id
+
+
+def sort_key(job: Job, sort: JobSort) -> Any:
+    """The value of `sort_expr` for a job already read (what a cursor carries)."""
+    if sort is JobSort.SUBMITTED_AT:
+        return job.submitted_at
+    if sort is JobSort.PRIORITY:
+        return job.priority if job.priority is not None else NO_PRIORITY
+    return job.id
+
+
+def list_page(s: Session, f: JobFilter, sort: JobSort, limit: int, after: tuple[Any, int] | None = None) -> list[Job]:
+    """One page in (sort key, id) descending order, strictly after the (key, id) `after`.
+
+    Keyset pagination: a page starts from the last row's key, not from an offset, so rows
+    inserted meanwhile never shift the rest of a walk (new jobs get larger ids and later
+    submit times, so they sort before any cursor taken earlier; a new job has no priority
+    until the scheduler writes one). Priorities do change as jobs age: a walk by priority
+    is stable under inserts, not under the scheduler's re-prioritisation."""
+    key = sort_expr(sort)
+    q = _job_query()
+    if f.org_id is not None:
+        q = q.where(JobRow.org_id == f.org_id)
+    if f.org is not None:
+        q = q.where(OrgRow.name == f.org)
+    if f.statuses:
+        q = q.where(JobRow.status.in_([str(x) for x in f.statuses]))
+    if f.project is not None:
+        q = q.where(ProjectRow.name == f.project)
+    if f.user is not None:
+        q = q.where(UserRow.name == f.user)
+    if f.accelerator_type is not None:
+        # Asked types are a JSON list; its text holds `"<type>"` exactly when the type is in
+        # it (type names are plain: letters, digits, '.', '_', '-'), on SQLite and PostgreSQL.
+        asked = cast(JobRow.accelerator_types, Text).contains(f'"{f.accelerator_type}"', autoescape=True)
+        q = q.where(or_(JobRow.accelerator_type == f.accelerator_type, asked))
+    if f.since is not None:
+        q = q.where(JobRow.submitted_at >= f.since)
+    if sort is JobSort.ID:
+        if after is not None:
+            q = q.where(JobRow.id < after[1])
+        return _jobs(s, q.order_by(JobRow.id.desc()).limit(limit))
+    if after is not None:
+        k, last_id = after
+        q = q.where(or_(key < k, and_(key == k, JobRow.id < last_id)))
+    return _jobs(s, q.order_by(key.desc(), JobRow.id.desc()).limit(limit))
+
+
+def job_by_idempotency_key(s: Session, user_id: int, key: str) -> tuple[int, str | None] | None:
+    """(job id, spec hash) of the user's job submitted with `key`, if any."""
+    row = s.execute(select(JobRow.id, JobRow.spec_sha256).where(JobRow.user_id == user_id, JobRow.idempotency_key == key)).first()
+    return (row[0], row[1]) if row else None
+
+
+def job_owner(s: Session, job_id: int) -> tuple[int, int] | None:
+    """(org id, user id) of a job."""
+    row = s.execute(select(JobRow.org_id, JobRow.user_id).where(JobRow.id == job_id)).first()
+    return (row[0], row[1]) if row else None
 
 
 def jobs_in(s: Session, statuses: Sequence[JobStatus]) -> list[Job]:
