@@ -1,7 +1,8 @@
 """Bearer-token authentication and role checks.
 
-Invariants: every route except /healthz, /metrics and the docs needs a live token; the role
-checks here are the only place roles are compared.
+Invariants: every route except /healthz, /metrics and the docs needs a live token (unrevoked,
+unexpired, its user not disabled); the role checks here are the only place roles are
+compared. An agent bound to a node acts only for that node (`require_node_agent`).
 """
 
 from __future__ import annotations
@@ -31,3 +32,14 @@ def require(who: Principal, *roles: Role) -> Principal:
     if who.role not in roles:
         raise forbidden(f"this needs one of the roles {', '.join(r.value for r in roles)}; you are {who.role.value}")
     return who
+
+
+def require_node_agent(who: Principal, node: str) -> Principal:
+    """The caller may act for `node` as its agent: an agent bound to that very node, the shared
+    (unbound) demo agent, or a center admin. An agent bound to another node, and anyone else,
+    is refused — so a leaked node token cannot speak for the rest of the cluster."""
+    if who.role is Role.CENTER_ADMIN or (who.role is Role.AGENT and (who.node is None or who.node == node)):
+        return who
+    if who.role is Role.AGENT:
+        raise forbidden(f"this agent's token is bound to node {who.node}; it cannot act for {node}")
+    raise forbidden(f"this needs the role {Role.AGENT.value} or {Role.CENTER_ADMIN.value}; you are {who.role.value}")

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     default_time_limit_s: int = 3600
     max_time_limit_s: int = 14 * 24 * 3600
 
+    # API tokens (see suanli/members.py).
+    # Longest lifetime of a token, days; members' and org admins' tokens must expire within it
+    # (center admins' and agents' tokens may also have no expiry).
+    max_token_lifetime_days: int = Field(default=365, ge=1, le=3650)
+
     # Cluster views and readiness (see suanli/nodes.py, suanli/cluster_views.py).
     # A server whose last heartbeat is older than this shows as DOWN (health "down").
     node_heartbeat_timeout_s: float = Field(default=60.0, gt=0)

@@ -145,6 +145,11 @@ class UserRow(Base):
     # member, org-admin, center-admin, agent
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when the member was removed: their tokens no longer authenticate; names are never reused.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Agents bound to one server (users named `node:<name>`) may act only for that node; at most
+    # one such user per node. None for everyone else (and the shared demo agent).
+    node: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True, unique=True)
 
 
 class TokenRow(Base):
@@ -158,6 +163,9 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Refreshed at most once a minute per token (`tenancy.principal_for_token`).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = (Index("ix_api_tokens_user_id", "user_id"),)  # a user's tokens: list, revoke all
 
 
 class AcceleratorTypeRow(Base):

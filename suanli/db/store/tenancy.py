@@ -7,10 +7,10 @@ work); lookups by name return None when absent; converters are the only row→do
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from quota.types import Price
@@ -27,8 +27,11 @@ from suanli.db.models import (
     TokenRow,
     UserRow,
 )
-from suanli.identity import Principal, Role, hash_token
+from suanli.identity import PREFIX_LEN, Principal, Role, hash_token
 from scheduler.types import PriorityClass, Quota, Vendor
+
+# `last_used_at` is refreshed at most this often per token.
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 def get_or_create_pool(s: Session, name: str, shares: int = 1) -> PoolRow:
@@ -75,31 +78,46 @@ def create_user(s: Session, name: str, role: Role, org_id: int | None, now: date
     return row
 
 
-def add_token(s: Session, user_id: int, token: str, now: datetime, name: str = "") -> TokenRow:
-    row = TokenRow(user_id=user_id, token_hash=hash_token(token), prefix=token[:8], name=name, created_at=now)
+def add_token(s: Session, user_id: int, token: str, now: datetime, name: str = "",
+              expires_at: datetime | None = None) -> TokenRow:
+    row = TokenRow(user_id=user_id, token_hash=hash_token(token), prefix=token[:PREFIX_LEN], name=name, created_at=now,
+                   expires_at=expires_at)
     s.add(row)
     s.flush()
     return row
 
 
 def principal_for_token(s: Session, token: str, now: datetime) -> Principal | None:
-    """The principal owning a live (unrevoked, unexpired) token, or None."""
+    """The principal owning a live token (unrevoked, unexpired, its user not disabled), or None.
+
+    The secret is never compared: it is hashed (SHA-256) and the row is found by equality on
+    the unique index of hashes. How long that lookup takes can at most hint at the stored
+    hashes, and learning a hash does not help anyone find a 256-bit secret that has it — so
+    the lookup is as safe as a constant-time comparison (`tokens_equal`) without scanning.
+
+    Marks the token used (`last_used_at`) when it was last marked a minute or more ago, so a
+    busy token costs one small UPDATE a minute, not one per request."""
     row = s.execute(
-        select(UserRow, OrgRow.name, TokenRow.expires_at, TokenRow.revoked_at)
+        select(UserRow, OrgRow.name, TokenRow.id, TokenRow.expires_at, TokenRow.revoked_at, TokenRow.last_used_at)
         .join(TokenRow, TokenRow.user_id == UserRow.id)
         .outerjoin(OrgRow, OrgRow.id == UserRow.org_id)
         .where(TokenRow.token_hash == hash_token(token))
     ).first()
     if row is None:
         return None
-    user, org_name, expires_at, revoked_at = row
-    if revoked_at is not None or (expires_at is not None and expires_at <= now):
+    user, org_name, token_id, expires_at, revoked_at, last_used_at = row
+    if revoked_at is not None or (expires_at is not None and expires_at <= now) or user.disabled_at is not None:
         return None
-    return principal_from_row(user, org_name)
+    if last_used_at is None or now - last_used_at >= LAST_USED_EVERY:
+        # Guarded in SQL too: of concurrent requests, the first one's write wins.
+        s.execute(update(TokenRow).where(TokenRow.id == token_id,
+                                         or_(TokenRow.last_used_at.is_(None), TokenRow.last_used_at <= now - LAST_USED_EVERY))
+                  .values(last_used_at=now))
+    return principal_from_row(user, org_name, token_id)
 
 
-def principal_from_row(user: UserRow, org_name: str | None) -> Principal:
-    return Principal(user.id, user.name, Role(user.role), user.org_id, org_name)
+def principal_from_row(user: UserRow, org_name: str | None, token_id: int | None = None) -> Principal:
+    return Principal(user.id, user.name, Role(user.role), user.org_id, org_name, user.node, token_id)
 
 
 def ensure_accelerator_type(s: Session, name: str, vendor: Vendor, description: str = "") -> AcceleratorTypeRow:
@@ -309,3 +327,74 @@ def audit_log(s: Session, action: str | None, target: str | None, actor: str | N
     if since is not None:
         q = q.where(AuditRow.at >= since)
     return list(s.scalars(q.order_by(AuditRow.id.desc()).limit(limit)))
+
+
+# ---------------------------------------------------------------------------- identity
+# Used by the identity service (`suanli.members`): members, tokens, pools, node agents.
+
+
+def get_user_by_id(s: Session, user_id: int) -> UserRow | None:
+    return s.get(UserRow, user_id)
+
+
+def get_node_agent(s: Session, node: str) -> UserRow | None:
+    """The agent user bound to `node`, if one was made."""
+    return s.scalar(select(UserRow).where(UserRow.node == node))
+
+
+def create_node_agent(s: Session, name: str, node: str, now: datetime) -> UserRow:
+    row = UserRow(name=name, role=str(Role.AGENT), org_id=None, node=node, created_at=now)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get_token(s: Session, token_id: int) -> TokenRow | None:
+    return s.get(TokenRow, token_id)
+
+
+def token_rows(s: Session, user_id: int, live_at: datetime | None = None) -> list[TokenRow]:
+    """A user's tokens, newest first; with `live_at`, only those unrevoked and unexpired then."""
+    q = select(TokenRow).where(TokenRow.user_id == user_id)
+    if live_at is not None:
+        q = q.where(TokenRow.revoked_at.is_(None), or_(TokenRow.expires_at.is_(None), TokenRow.expires_at > live_at))
+    return list(s.scalars(q.order_by(TokenRow.id.desc())))
+
+
+def revoke_token(s: Session, token_id: int, now: datetime) -> bool:
+    """Revoke the token unless it already is; False when it already was (a concurrent
+    revocation loses here, so only one of them is audited)."""
+    result = s.execute(update(TokenRow).where(TokenRow.id == token_id, TokenRow.revoked_at.is_(None)).values(revoked_at=now))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_tokens_of(s: Session, user_id: int, now: datetime) -> int:
+    """Revoke every unrevoked token of the user; how many were revoked."""
+    result = s.execute(update(TokenRow).where(TokenRow.user_id == user_id, TokenRow.revoked_at.is_(None))
+                       .values(revoked_at=now))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def org_members(s: Session, org_id: int) -> list[UserRow]:
+    """The org's users that were not removed, by name."""
+    return list(s.scalars(select(UserRow).where(UserRow.org_id == org_id, UserRow.disabled_at.is_(None))
+                          .order_by(UserRow.name)))
+
+
+def count_org_admins(s: Session, org_id: int) -> int:
+    """The org's org admins that were not removed."""
+    return int(s.scalar(select(func.count()).select_from(UserRow).where(
+        UserRow.org_id == org_id, UserRow.role == str(Role.ORG_ADMIN), UserRow.disabled_at.is_(None))) or 0)
+
+
+def create_pool(s: Session, name: str, shares: int) -> PoolRow:
+    row = PoolRow(name=name, shares=shares)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def pools_with_org_counts(s: Session) -> list[tuple[PoolRow, int]]:
+    """Every pool by name, with how many orgs it holds."""
+    counts = dict(s.execute(select(OrgRow.pool_id, func.count()).group_by(OrgRow.pool_id)).all())
+    return [(p, int(counts.get(p.id, 0))) for p in s.scalars(select(PoolRow).order_by(PoolRow.name))]
