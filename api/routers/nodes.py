@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.auth import require
+from api.auth import require_node_agent
 from api.deps import DbDep, PrincipalDep, SettingsDep
 from api.schemas.nodes import HeartbeatIn, NodeOut, node_out, report_from_heartbeat
 from suanli import nodes as service
-from suanli.identity import Role
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
@@ -34,6 +33,7 @@ def get_node(name: str, who: PrincipalDep, db: DbDep, settings: SettingsDep) -> 
 
 @router.put("/{name}/heartbeat", response_model=NodeOut)
 def heartbeat(name: str, body: HeartbeatIn, who: PrincipalDep, db: DbDep, settings: SettingsDep) -> NodeOut:
-    """Register the server or refresh it (agents, or center admins)."""
-    require(who, Role.AGENT, Role.CENTER_ADMIN)
+    """Register the server or refresh it (its agent — an agent bound to another node is
+    refused —, the shared demo agent, or center admins)."""
+    require_node_agent(who, name)
     return node_out(service.heartbeat(db, report_from_heartbeat(name, body), settings.node_heartbeat_timeout_s))
