@@ -412,6 +412,7 @@ class BillingRunRow(Base):
     center_fault: Mapped[bool] = mapped_column(Boolean, default=False)
     settled_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
+
 class SchedulerLeaseRow(Base):
     """The scheduler's heartbeat: the loop renews its row every few seconds; `/readyz` reports
     not ready when it is older than `scheduler_lease_timeout_s`. One row per lease name."""
