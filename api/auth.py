@@ -1,7 +1,8 @@
 """Bearer-token authentication and role checks.
 
 Invariants: every route except /healthz, /metrics and the docs needs a live token (unrevoked,
-unexpired, its user not disabled); the role checks here are the only place roles are
+unexpired, its user not disabled; successful lookups are cached for `auth_cache_s` seconds,
+see `suanli.authcache` for the revocation bound); the role checks here are the only place roles are
 compared. An agent bound to a node acts only for that node (`require_node_agent`).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from suanli import authcache
 from suanli.db.engine import Database
 from suanli.db.store import tenancy
 from suanli.errors import forbidden, unauthenticated
@@ -21,11 +23,18 @@ def principal_from_request(request: Request, db: Database) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthenticated("send 'Authorization: Bearer <token>' (see `suanli up` output or `suanli login`)")
+    token = token.strip()
+    who = authcache.get(db, token)
+    if who is not None:
+        return who
+    now = utcnow()
     with db.begin() as s:
-        who = tenancy.principal_for_token(s, token.strip(), utcnow())
-    if who is None:
+        found = tenancy.token_principal(s, token, now)
+    if found is None:
         raise unauthenticated("the token is unknown, revoked or expired")
-    return who
+    settings = getattr(request.app.state, "settings", None)
+    authcache.put(db, token, found[0], found[1], settings.auth_cache_s if settings else 0.0, now)
+    return found[0]
 
 
 def require(who: Principal, *roles: Role) -> Principal:

@@ -140,11 +140,13 @@ cli_jobs.register_admin(admin_app)
 
 # Billing commands (accounts, programs and vouchers, statements and reports), in their own modules.
 from suanli import cli_accounts, cli_cluster, cli_identity, cli_programs, cli_reports  # noqa: E402
+from suanli.bench_api import register as register_bench_api  # noqa: E402
 from suanli.bench_ledger import register as register_bench_ledger  # noqa: E402
 
 for _module in (cli_accounts, cli_programs, cli_reports, cli_identity, cli_cluster):
     _module.register(app, admin_app)
 register_bench_ledger(bench_app)
+register_bench_api(bench_app)
 
 
 @bench_app.command("simulate")

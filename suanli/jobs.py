@@ -36,16 +36,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.types import TERMINAL, Job, JobStatus, JobSubmission
 from suanli.db.engine import Database
 from suanli.db.store import billing as billing_store
 from suanli.db.store import jobs as job_store
-from suanli.db.store import nodes as node_store
 from suanli.db.store import tenancy
 from suanli.db.store.jobs import JobFilter, JobSort
-from suanli.errors import conflict, forbidden, invalid, not_found
+from suanli import refcache
+from suanli.db.models import ProjectRow
+from suanli.errors import SuanliError, conflict, forbidden, invalid, not_found
 from suanli.identity import Principal, Role
 
 # Visible ASCII, as in the IETF draft "The Idempotency-Key HTTP Header Field" (a UUID fits).
@@ -78,11 +80,8 @@ def submit_keyed(db: Database, who: Principal, sub: JobSubmission, idempotency_k
             raise invalid("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters "
                           "(a UUID is a good key)", "Idempotency-Key")
         digest = spec_digest(sub)
-        earlier = _replay(db, who, idempotency_key, digest)  # the common retry: no insert attempted
-        if earlier is not None:
-            return earlier, False
     try:
-        return _insert(db, who, sub, idempotency_key, digest), True
+        return _insert(db, who, sub, idempotency_key, digest)
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -95,63 +94,77 @@ def submit_keyed(db: Database, who: Principal, sub: JobSubmission, idempotency_k
 
 def _replay(db: Database, who: Principal, key: str, digest: str | None) -> Job | None:
     with db.begin() as s:
-        found = job_store.job_by_idempotency_key(s, who.user_id, key)
-        if found is None:
-            return None
-        job_id, stored = found
-        if stored != digest:
-            raise conflict("idempotency_key_reused", f"Idempotency-Key {key!r} was used for job {job_id} with a different "
-                           "spec; use a new key for a new job")
-        job = job_store.get_job(s, job_id)
+        return _earlier(s, who, key, digest)
+
+
+def _earlier(s: Any, who: Principal, key: str, digest: str | None) -> Job | None:
+    """The job this user submitted with `key` (a retry), or None; 409 if its spec differed."""
+    found = job_store.job_by_idempotency_key(s, who.user_id, key)
+    if found is None:
+        return None
+    job_id, stored = found
+    if stored != digest:
+        raise conflict("idempotency_key_reused", f"Idempotency-Key {key!r} was used for job {job_id} with a different "
+                       "spec; use a new key for a new job")
+    job = job_store.get_job(s, job_id)
     assert job is not None
     return job
 
 
-def _insert(db: Database, who: Principal, sub: JobSubmission, key: str | None, digest: str | None) -> Job:
+def _insert(db: Database, who: Principal, sub: JobSubmission, key: str | None, digest: str | None) -> tuple[Job, bool]:
+    """(the new job, True), or (the earlier job, False) for a retry with the same key. One
+    transaction, four round trips on PostgreSQL when the reference data is cached (the
+    org/project/user row, the job, its event, the commit), one more with a key."""
     assert who.org_id is not None
     now = utcnow()
     with db.begin() as s:
-        org = s.get(tenancy.OrgRow, who.org_id)
-        if org is None or org.status != "verified":
-            raise conflict("org_not_active", f"org {who.org} is not verified (status: {org.status if org else 'gone'})")
-        project = tenancy.get_project(s, who.org_id, sub.project)
-        if project is None:
+        if key is not None:
+            earlier = _earlier(s, who, key, digest)  # the common retry: no insert attempted
+            if earlier is not None:
+                return earlier, False
+        found = s.execute(
+            select(tenancy.OrgRow.status, ProjectRow.id, tenancy.UserRow.name)
+            .select_from(tenancy.UserRow)
+            .join(tenancy.OrgRow, tenancy.OrgRow.id == tenancy.UserRow.org_id)
+            .outerjoin(ProjectRow, and_(ProjectRow.org_id == tenancy.OrgRow.id, ProjectRow.name == sub.project))
+            .where(tenancy.UserRow.id == who.user_id, tenancy.OrgRow.id == who.org_id)
+        ).first()
+        if found is None or found[0] != "verified":
+            status = found[0] if found else "gone"
+            raise conflict("org_not_active", f"org {who.org} is not verified (status: {status})")
+        _, project_id, user_name = found
+        if project_id is None:
             raise invalid("unknown_project", f"org {who.org} has no project {sub.project!r}", "project")
-        _check_resources(s, sub)
-        if sub.priority_class not in tenancy.priority_classes(s):
-            known = ", ".join(sorted(tenancy.priority_classes(s)))
-            raise invalid("unknown_priority_class", f"no priority class {sub.priority_class!r}; known: {known}", "priority_class")
-        user = s.get(tenancy.UserRow, who.user_id)
-        assert user is not None
-        job_id = job_store.insert_job(s, who.org_id, project.id, user, sub, now, key, digest)
-        job = job_store.get_job(s, job_id)
-    assert job is not None
-    return job
+        if _refusal(refcache.reference(db, s), sub) is not None:
+            refused = _refusal(refcache.reference(db, s, fresh=True), sub)  # never refuse on stale data
+            if refused is not None:
+                raise refused
+        row = job_store.insert_new_job(s, who.org_id, project_id, who.user_id, user_name, sub, now, key, digest)
+        return job_store.submitted_job(row, who.org or "", sub.project, user_name), True
 
 
-def _check_resources(s, sub: JobSubmission) -> None:  # type: ignore[no-untyped-def]
+def _refusal(ref: refcache.Reference, sub: JobSubmission) -> SuanliError | None:
+    """Why the reference data refuses the submission (type, size, class), or None."""
     r = sub.resources
-    known = tenancy.accelerator_vendors(s)
-    unknown = [t for t in r.accelerator_types if t not in known]
+    unknown = [t for t in r.accelerator_types if t not in ref.vendors]
     if unknown:
-        raise invalid(
+        return invalid(
             "unknown_accelerator_type",
-            f"unknown accelerator type {', '.join(unknown)}; known: {', '.join(sorted(known)) or 'none'}",
+            f"unknown accelerator type {', '.join(unknown)}; known: {', '.join(sorted(ref.vendors)) or 'none'}",
             "resources.accelerator",
         )
-    counts = node_store.largest_fit(s, list(r.accelerator_types))
-    for t in r.accelerator_types:
-        if sum(1 for c in counts[t] if c >= r.devices_per_node) >= r.nodes:
-            return
-    detail = "; ".join(
-        f"{t}: {len(counts[t])} server(s), largest {max(counts[t], default=0)} devices" for t in r.accelerator_types
-    )
-    field = "resources.devices_per_node" if all(max(counts[t], default=0) < r.devices_per_node for t in r.accelerator_types) else "resources.nodes"
-    raise invalid(
-        "job_too_large",
-        f"no {r.nodes} server(s) with {r.devices_per_node} device(s) each exist for this job ({detail})",
-        field,
-    )
+    sizes = {t: ref.sizes.get(t, ()) for t in r.accelerator_types}
+    if not any(sum(1 for c in sizes[t] if c >= r.devices_per_node) >= r.nodes for t in r.accelerator_types):
+        detail = "; ".join(f"{t}: {len(sizes[t])} server(s), largest {max(sizes[t], default=0)} devices"
+                           for t in r.accelerator_types)
+        field = "resources.devices_per_node" if all(max(sizes[t], default=0) < r.devices_per_node
+                                                    for t in r.accelerator_types) else "resources.nodes"
+        return invalid("job_too_large",
+                       f"no {r.nodes} server(s) with {r.devices_per_node} device(s) each exist for this job ({detail})", field)
+    if sub.priority_class not in ref.classes:
+        known = ", ".join(sorted(ref.classes))
+        return invalid("unknown_priority_class", f"no priority class {sub.priority_class!r}; known: {known}", "priority_class")
+    return None
 
 
 def get(db: Database, who: Principal, job_id: int) -> Job:

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from suanli import authcache
 from suanli.db.engine import Database
 from suanli.db.models import OrgRow, TokenRow, UserRow
 from suanli.db.store import billing as billing_store
@@ -227,6 +228,7 @@ def revoke_token(db: Database, who: Principal, token_id: int) -> None:
         if tenancy.revoke_token(s, row.id, now):
             billing_store.audit(s, who.user, "token.revoke", f"user:{owner.name}",
                                 {"token_id": row.id, "name": row.name, "prefix": row.prefix}, {"revoked_at": _iso(now)}, now)
+    authcache.forget_all(db)  # after the commit: the revocation holds from the next request on
 
 
 def whoami(db: Database, who: Principal) -> Me:
@@ -315,7 +317,9 @@ def set_member_role(db: Database, who: Principal, org: str, user: str, role: str
         s.flush()
         billing_store.audit(s, who.user, "member.role", f"user:{user}", {"org": org, "role": before},
                             {"org": org, "role": new_role.value}, now)
-        return member_entry(row, org)
+        entry = member_entry(row, org)
+    authcache.forget_all(db)  # cached principals carry the old role
+    return entry
 
 
 def remove_member(db: Database, who: Principal, org: str, user: str) -> None:
@@ -332,6 +336,7 @@ def remove_member(db: Database, who: Principal, org: str, user: str) -> None:
         s.flush()
         billing_store.audit(s, who.user, "member.remove", f"user:{user}", {"org": org, "role": row.role},
                             {"disabled_at": _iso(now), "tokens_revoked": revoked}, now)
+    authcache.forget_all(db)
 
 
 # ---------------------------------------------------------------------------- pools

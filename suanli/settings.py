@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # API service.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Seconds an authenticated token is remembered per API process (0: look it up every
+    # request). Revocations through another replica take effect within this (suanli/authcache.py).
+    auth_cache_s: float = Field(default=5.0, ge=0, le=55)
     # Largest accepted request body (bytes); bigger bodies get 413 before parsing.
     max_body_bytes: int = 1_048_576
     # Per-token rate limit (api/ratelimit.py): requests per second, refilling a burst of

@@ -115,7 +115,10 @@ def register_nodes(db: Database, cluster: ClusterSpec) -> None:
 def make_center(url: str, data_dir: Path, backend: str, cluster: ClusterSpec | None = None) -> Center:
     cluster = cluster or demo_cluster()
     # Generous rate limits: whole suites share one token; tests/integration/test_ratelimit.py checks the limit.
-    settings = Settings(data_dir=data_dir, database_url=url, default_grace_s=2.0, rate_limit_per_s=1e6, rate_limit_burst=10**6)
+    # No token cache: many tests change tokens and users in the database behind the API's back
+    # (tests/integration/test_authcache.py checks the cache itself).
+    settings = Settings(data_dir=data_dir, database_url=url, default_grace_s=2.0, rate_limit_per_s=1e6, rate_limit_burst=10**6,
+                        auth_cache_s=0)
     migrate(settings.effective_database_url)
     db = Database(settings.effective_database_url)
     tokens = seed(db, data_dir, cluster)

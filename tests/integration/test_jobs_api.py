@@ -119,15 +119,15 @@ def test_sixteen_concurrent_retries_make_exactly_one_job(center, monkeypatch, sk
 
     sub = submission_from_spec(JobSpecIn.model_validate(spec()), 3600, 86400, 2.0)
     if skip_first_read:
-        real, seen = service._replay, threading.local()
+        real, seen = service._earlier, threading.local()
 
-        def replay_after_insert(*a: Any) -> Any:
+        def earlier_after_insert(*a: Any) -> Any:  # the read inside the insert's transaction sees nothing
             if not getattr(seen, "once", False):
                 seen.once = True
                 return None
             return real(*a)
 
-        monkeypatch.setattr(service, "_replay", replay_after_insert)
+        monkeypatch.setattr(service, "_earlier", earlier_after_insert)
     key, barrier = f"k-{uuid.uuid4()}", threading.Barrier(16)
     results: list[tuple[int, bool]] = []
     errors: list[BaseException] = []

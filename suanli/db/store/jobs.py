@@ -55,6 +55,13 @@ def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: Job
                idempotency_key: str | None = None, spec_sha256: str | None = None) -> int:
     """Insert a PENDING job and its first event. With an `idempotency_key`, a second job of
     the same user with that key makes the flush raise `IntegrityError` (the unique index)."""
+    return insert_new_job(s, org_id, project_id, user.id, user.name, sub, now, idempotency_key, spec_sha256).id
+
+
+def insert_new_job(s: Session, org_id: int, project_id: int, user_id: int, user_name: str, sub: JobSubmission,
+                   now: datetime, idempotency_key: str | None = None, spec_sha256: str | None = None) -> JobRow:
+    """`insert_job` returning the row (two statements: the job, RETURNING its id, and the
+    event); `submitted_job` builds the job from it without reading it back."""
     r = sub.resources
     row = JobRow(
         idempotency_key=idempotency_key,
@@ -62,7 +69,7 @@ def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: Job
         name=sub.name,
         org_id=org_id,
         project_id=project_id,
-        user_id=user.id,
+        user_id=user_id,
         status=str(JobStatus.PENDING),
         version=1,
         accelerator_types=list(r.accelerator_types),
@@ -83,8 +90,22 @@ def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: Job
     )
     s.add(row)
     s.flush()
-    s.add(JobEventRow(job_id=row.id, at=now, from_status=None, to_status=str(JobStatus.PENDING), reason=f"submitted by {user.name}"))
-    return row.id
+    s.add(JobEventRow(job_id=row.id, at=now, from_status=None, to_status=str(JobStatus.PENDING), reason=f"submitted by {user_name}"))
+    return row
+
+
+def submitted_job(row: JobRow, org: str, project: str, user: str) -> Job:
+    """The job just inserted by `insert_new_job`, as `get_job` would read it, from what was
+    written (columns left out of the insert are at their defaults: no placements, no run,
+    no priority yet) — reading it back would cost two more queries per submission."""
+    return Job(
+        id=row.id, name=row.name, org=org, project=project, user=user, status=JobStatus.PENDING,
+        resources=Resources(tuple(row.accelerator_types), row.devices_per_node, row.node_count, row.cpus_per_node,
+                            row.memory_mb_per_node, row.device_milli),
+        time_limit_s=row.time_limit_s, grace_s=row.grace_s, command=row.command, working_dir=row.working_dir,
+        env=dict(row.env or {}), submitted_at=row.submitted_at, version=row.version, reason=row.reason,
+        priority_class=row.priority_class, requeue=row.requeue,
+    )
 
 
 def apply_transition(

@@ -88,7 +88,14 @@ def add_token(s: Session, user_id: int, token: str, now: datetime, name: str = "
 
 
 def principal_for_token(s: Session, token: str, now: datetime) -> Principal | None:
-    """The principal owning a live token (unrevoked, unexpired, its user not disabled), or None.
+    """The principal owning a live token (unrevoked, unexpired, its user not disabled), or None
+    (`token_principal` with the token's expiry)."""
+    found = token_principal(s, token, now)
+    return found[0] if found else None
+
+
+def token_principal(s: Session, token: str, now: datetime) -> tuple[Principal, datetime | None] | None:
+    """The principal owning a live token and the token's expiry, or None.
 
     The secret is never compared: it is hashed (SHA-256) and the row is found by equality on
     the unique index of hashes. How long that lookup takes can at most hint at the stored
@@ -113,7 +120,7 @@ def principal_for_token(s: Session, token: str, now: datetime) -> Principal | No
         s.execute(update(TokenRow).where(TokenRow.id == token_id,
                                          or_(TokenRow.last_used_at.is_(None), TokenRow.last_used_at <= now - LAST_USED_EVERY))
                   .values(last_used_at=now))
-    return principal_from_row(user, org_name, token_id)
+    return principal_from_row(user, org_name, token_id), expires_at
 
 
 def principal_from_row(user: UserRow, org_name: str | None, token_id: int | None = None) -> Principal:
