@@ -96,6 +96,42 @@ class _JobsByStatus:
         yield g
 
 
+class LimitsAndMetrics:
+    """Refuses bodies over the limit (413, before they are read) and counts requests and their
+    latency per route template. Pure ASGI: `@app.middleware("http")` would cost an extra task
+    and a body stream per request, a large part of a small request's time."""
+
+    def __init__(self, app: Any, max_body_bytes: int, requests: Counter, latency: Histogram) -> None:
+        self.app, self.max_body_bytes, self.requests, self.latency = app, max_body_bytes, requests, latency
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_body_bytes:
+                    refused = problem(413, "body_too_large", f"request bodies are limited to {self.max_body_bytes} bytes")
+                    await refused(scope, receive, send)
+                    return
+                break
+        t0 = time.perf_counter()
+        status = 500  # if nothing was sent, the error handler above us answers 500
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on this scope
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.latency.labels(scope["method"], route).observe(time.perf_counter() - t0)
+
+
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or Settings()
     db = db or Database(settings.effective_database_url)
@@ -112,17 +148,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     registry.register(_JobsByStatus(db))  # type: ignore[arg-type]
     app.state.registry = registry
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return problem(413, "body_too_large", f"request bodies are limited to {settings.max_body_bytes} bytes")
-        t0 = time.perf_counter()
-        response: Response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(request.method, route, str(response.status_code)).inc()
-        latency.labels(request.method, route).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, requests=requests, latency=latency)
 
     if settings.rate_limit_per_s > 0:
         limited = Counter("suanli_http_rate_limited", "Requests refused with 429, by the bucket that was empty",

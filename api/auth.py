@@ -18,6 +18,14 @@ from suanli.identity import Principal, Role
 from suanli.jobs import utcnow
 
 
+def cached_principal(request: Request, db: Database) -> Principal | None:
+    """The caller from the token cache, or None (no token, or not cached): no I/O."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return authcache.get(db, token.strip())
+
+
 def principal_from_request(request: Request, db: Database) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

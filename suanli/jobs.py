@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.types import TERMINAL, Job, JobStatus, JobSubmission
@@ -111,6 +111,17 @@ def _earlier(s: Any, who: Principal, key: str, digest: str | None) -> Job | None
     return job
 
 
+# The submitter's org status, the project's id (None if it has no such project) and the user's
+# name, in one query; built once so it compiles once.
+_SUBMITTER = (
+    select(tenancy.OrgRow.status, ProjectRow.id, tenancy.UserRow.name)
+    .select_from(tenancy.UserRow)
+    .join(tenancy.OrgRow, tenancy.OrgRow.id == tenancy.UserRow.org_id)
+    .outerjoin(ProjectRow, and_(ProjectRow.org_id == tenancy.OrgRow.id, ProjectRow.name == bindparam("project")))
+    .where(tenancy.UserRow.id == bindparam("user_id"), tenancy.OrgRow.id == bindparam("org_id"))
+)
+
+
 def _insert(db: Database, who: Principal, sub: JobSubmission, key: str | None, digest: str | None) -> tuple[Job, bool]:
     """(the new job, True), or (the earlier job, False) for a retry with the same key. One
     transaction, four round trips on PostgreSQL when the reference data is cached (the
@@ -122,13 +133,8 @@ def _insert(db: Database, who: Principal, sub: JobSubmission, key: str | None, d
             earlier = _earlier(s, who, key, digest)  # the common retry: no insert attempted
             if earlier is not None:
                 return earlier, False
-        found = s.execute(
-            select(tenancy.OrgRow.status, ProjectRow.id, tenancy.UserRow.name)
-            .select_from(tenancy.UserRow)
-            .join(tenancy.OrgRow, tenancy.OrgRow.id == tenancy.UserRow.org_id)
-            .outerjoin(ProjectRow, and_(ProjectRow.org_id == tenancy.OrgRow.id, ProjectRow.name == sub.project))
-            .where(tenancy.UserRow.id == who.user_id, tenancy.OrgRow.id == who.org_id)
-        ).first()
+        found = s.connection().execute(_SUBMITTER, {"user_id": who.user_id, "org_id": who.org_id,
+                                                    "project": sub.project}).first()
         if found is None or found[0] != "verified":
             status = found[0] if found else "gone"
             raise conflict("org_not_active", f"org {who.org} is not verified (status: {status})")

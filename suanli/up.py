@@ -135,7 +135,7 @@ def run_up(data_dir: Path, port: int, cluster_file: Path | None, agent_port: int
         children.spawn("api", [py, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", settings.api_host,
                                "--port", str(port), "--log-level", "warning"], env)
         _wait_until("the API", lambda: httpx.get(f"{settings.api_url}/healthz", timeout=2).status_code == 200, 60, children)
-        children.spawn("scheduler", [py, "-m", "suanli.cli", "scheduler"], env)
+        children.spawn("scheduler", [py, "-m", "suanli", "scheduler"], env)
         agent_env = dict(env, SUANLI_AGENT_TOKEN=tokens.agent)
         for i, server in enumerate(cluster.servers):
             argv = [py, "-m", "agents.main", "run", "--backend", "simulated", "--api-url", settings.api_url,
