@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/suanli bench scheduler --json
 	$(BIN)/suanli bench simulate --jobs 100000 --servers 1000 --json
 	$(BIN)/suanli bench ledger --json
+	$(BIN)/suanli bench api --json
 
 services:
 	@scripts/ensure-postgres.sh
