@@ -80,6 +80,9 @@ class LoopConfig:
     refund_center_faults: bool = True
     # The scheduler lease is renewed at most this often (a third of scheduler_lease_timeout_s).
     lease_renew_s: float = 10.0
+    # Servers whose last heartbeat is older than this are not placed on (DOWN); None places
+    # on every READY server (tests without agents).
+    node_timeout_s: float | None = None
 
 
 class SchedulerLoop:
@@ -108,7 +111,7 @@ class SchedulerLoop:
         report = CycleReport()
         now = self.clock.now()
         with self.db.begin() as s:  # load
-            loaded = load_snapshot(s, now, self.config.policy, self.config.half_life_s)
+            loaded = load_snapshot(s, now, self.config.policy, self.config.half_life_s, self.config.node_timeout_s)
             vendors = tenancy.accelerator_vendors(s)
         decisions = self.policy(loaded.snapshot, now.timestamp())  # process
         for p in decisions.preemptions:  # apply

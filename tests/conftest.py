@@ -173,7 +173,8 @@ def ray_center(local_ray, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     data_dir = tmp_path_factory.mktemp("ray-center")
     base = make_center("", data_dir, "sqlite")
     launcher = RayLauncher(local_ray.address, base.settings.ray_namespace)  # type: ignore[attr-defined]
-    loop = SchedulerLoop(base.db, launcher, replace(loop_config(base.settings), starting_timeout_s=60))
+    # No agents run here (the servers were registered once), so heartbeats are not awaited.
+    loop = SchedulerLoop(base.db, launcher, replace(loop_config(base.settings), starting_timeout_s=60, node_timeout_s=None))
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop, 0.2), daemon=True)
     thread.start()

@@ -128,3 +128,33 @@ def test_pending_jobs_of_a_suspended_org_wait_until_it_is_reinstated(tmp_path: P
     got = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
     assert got["status"] in ("STARTING", "RUNNING") and job["id"] in launcher.started
     c.db.dispose()
+
+
+def test_servers_without_a_recent_heartbeat_are_not_placed_on(tmp_path: Path) -> None:
+    """Invariants (live loop with `node_timeout_s`): while every server of the type has been
+    silent for longer than the timeout (DOWN), a job waits and nothing is launched; once a
+    heartbeat is fresh again, it starts on the next cycle."""
+    from sqlalchemy import update
+    from tests.conftest import make_center
+
+    from suanli.db.models import NodeRow
+
+    c = make_center("", tmp_path, "sqlite")
+    clock, launcher = Clock(), ScriptedLauncher()
+    launcher.clock = clock
+    loop = SchedulerLoop(c.db, launcher, LoopConfig(c.settings.jobs_dir, node_timeout_s=60), clock=clock)
+    with c.db.begin() as s:
+        s.execute(update(NodeRow).values(last_heartbeat_at=clock.t - timedelta(minutes=5)))
+    m = c.new_org()
+    job = c.client.post("/v1/jobs", headers=c.headers(m.token), json={
+        "name": "d", "resources": {"accelerator": "nvidia-a100-80g", "cpus_per_node": 1, "memory_per_node": 256},
+        "command": "true"}).json()
+    loop.cycle()
+    got = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
+    assert got["status"] == "PENDING" and not launcher.started, got
+    with c.db.begin() as s:
+        s.execute(update(NodeRow).values(last_heartbeat_at=clock.t))
+    loop.cycle()
+    got = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
+    assert got["status"] in ("STARTING", "RUNNING") and job["id"] in launcher.started
+    c.db.dispose()

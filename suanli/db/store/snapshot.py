@@ -65,7 +65,10 @@ class Loaded:
     grace: dict[int, float]  # active job -> grace seconds
 
 
-def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: float) -> Loaded:
+def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: float,
+                  node_timeout_s: float | None = None) -> Loaded:
+    """The policy's snapshot at `now`. A server is schedulable when it is READY (not drained)
+    and, with `node_timeout_s`, has sent a heartbeat within that many seconds (else DOWN)."""
     t = now.timestamp()
     nodes = list(s.scalars(select(NodeRow).order_by(NodeRow.name)))
     node_names = {n.id: n.name for n in nodes}
@@ -120,7 +123,7 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
             name=n.name, accelerator_type=n.accelerator_type, device_count=n.device_count,
             free_devices=tuple(i for i in range(n.device_count) if i not in claimed[n.id]),
             free_cpus=n.cpus - used_cpu[n.id], free_memory_mb=n.memory_mb - used_mem[n.id],
-            schedulable=n.status == "READY", rack=(n.labels or {}).get("rack") or None,
+            schedulable=n.status == "READY" and _alive(n.last_heartbeat_at, now, node_timeout_s), rack=(n.labels or {}).get("rack") or None,
             shared=tuple(sorted((dev, 1000 - used) for dev, used in shares[n.id].items() if used < 1000)),
         )
         for n in nodes
@@ -160,6 +163,10 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
         node_ids={n.name: n.id for n in nodes},
         grace={j.id: j.grace_s for j in active},
     )
+
+
+def _alive(last: datetime | None, now: datetime, timeout_s: float | None) -> bool:
+    return timeout_s is None or (last is not None and (now - last).total_seconds() <= timeout_s)
 
 
 def _request(j: JobRow, org: str, project: str, pool: str) -> JobRequest:
