@@ -39,13 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from suanli.bench_ledger import PG_ADMIN_URL, BenchError, _driver_url, percentiles
+from suanli.bench_ledger import BenchError, bench_database, percentiles
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
@@ -122,24 +121,8 @@ def bench_api(server_workers: int = 2, clients: int = 32, submissions: int = 500
               database_url: str | None = None) -> dict[str, Any]:
     """Run the benchmark (module docstring); raises BenchError."""
     _check(server_workers, clients, submissions, stored, database_url)
-    if database_url is not None:
-        return _run(_driver_url(database_url), "given", server_workers, clients, submissions, stored)
-    import psycopg
-
-    admin_url = os.environ.get("SUANLI_BENCH_PG", PG_ADMIN_URL)
-    name = f"suanli_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as e:
-        raise BenchError(f"PostgreSQL is not reachable at {admin_url} ({str(e).strip()}); start it (`make services`) "
-                         "or pass --database-url", 6) from None
-    base = admin_url.rsplit("/", 1)[0]
-    try:
-        return _run(_driver_url(f"{base}/{name}"), "throwaway", server_workers, clients, submissions, stored)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with bench_database(database_url) as (url, kind):
+        return _run(url, kind, server_workers, clients, submissions, stored)
 
 
 def _run(url: str, kind: str, server_workers: int, clients: int, submissions: int, stored: int) -> dict[str, Any]:

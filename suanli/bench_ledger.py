@@ -53,6 +53,8 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -113,8 +115,18 @@ def bench_ledger(workers: int = 16, orgs: int = 64, settlements: int = 2000, dat
                  seed: int = 1) -> dict[str, Any]:
     """Run the benchmark (module docstring); raises BenchError."""
     _check(workers, orgs, settlements, database_url)
+    with bench_database(database_url) as (url, kind):
+        return _run(url, kind, workers, orgs, settlements, seed)
+
+
+@contextmanager
+def bench_database(database_url: str | None) -> Iterator[tuple[str, str]]:
+    """(SQLAlchemy URL, "given" | "throwaway"): the given PostgreSQL database, or a new
+    `suanli_bench_<random>` on 127.0.0.1:5432 (`SUANLI_BENCH_PG` overrides the admin URL),
+    dropped on the way out even on error. Unreachable → BenchError code 6."""
     if database_url is not None:
-        return _run(_driver_url(database_url), "given", workers, orgs, settlements, seed)
+        yield _driver_url(database_url), "given"
+        return
     import psycopg
 
     admin_url = os.environ.get("SUANLI_BENCH_PG", PG_ADMIN_URL)
@@ -127,7 +139,7 @@ def bench_ledger(workers: int = 16, orgs: int = 64, settlements: int = 2000, dat
                          "or pass --database-url", 6) from None
     base = admin_url.rsplit("/", 1)[0]
     try:
-        return _run(_driver_url(f"{base}/{name}"), "throwaway", workers, orgs, settlements, seed)
+        yield _driver_url(f"{base}/{name}"), "throwaway"
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

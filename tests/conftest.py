@@ -9,6 +9,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import time
+
+import socket
+
 import itertools
 import os
 import threading
@@ -185,3 +191,43 @@ def ray_center(local_ray, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     launcher.stop_all(grace_s=1.0)
     rc.client.close()
     rc.db.dispose()
+
+
+# ---------------------------------------------------------------------------- the API on a real port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(center: Center) -> Iterator[str]:
+    """The center's API on a real loopback port (uvicorn in a thread): for the CLI and for
+    streaming, which need a real server."""
+    import uvicorn
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(center: Center) -> Iterator[str]:
+    """The `center` API over HTTP for CLI tests, on the SQLite center only (the CLI does not
+    depend on the database; the API suites run on both)."""
+    if center.backend != "sqlite":
+        pytest.skip("the CLI is checked once, against the SQLite center")
+    with serve(center) as url:
+        yield url

@@ -10,19 +10,13 @@ counts and audit rows before and after rather than assuming absolute numbers.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from api.app import create_app
 from scheduler.types import Vendor
 from suanli.cli import app as cli_app
 from suanli.db.models import AuditRow, JobRow, LedgerEntryRow, LedgerTxnRow, OrgRow, PoolRow, PriceRow, ProjectRow
@@ -407,27 +401,8 @@ def test_members_and_agents_get_403_on_account_admin_routes(center) -> None:  # 
 # ---------------------------------------------------------------------------- CLI over HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if center.backend != "sqlite":
-        pytest.skip("the CLI is checked once, against the SQLite center")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(timeout=10)
 
 
 def test_accounts_cli_over_http(center, server, tmp_path) -> None:  # type: ignore[no-untyped-def]

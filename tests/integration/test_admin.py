@@ -9,20 +9,15 @@ the guarantees they set.
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
-from api.app import create_app
 from scheduler.types import Quota, Vendor
 from suanli import admin as admin_service
 from suanli.cli import app as cli_app
@@ -34,10 +29,6 @@ from tests.conftest import unique
 A100, B910 = "nvidia-a100-80g", "ascend-910b"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def admin(center) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -430,21 +421,6 @@ def test_project_create_then_submit_to_it(center) -> None:  # type: ignore[no-un
 # ---------------------------------------------------------------------------- CLI over HTTP
 
 
-@pytest.fixture(scope="module")
-def server(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if center.backend != "sqlite":
-        pytest.skip("the CLI is checked once, against the SQLite center")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(timeout=10)
 
 
 def test_admin_cli_over_http(center, server, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,6 @@ import json
 import shlex
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,9 @@ from scheduler.types import JobStatus
 from suanli.cli import app
 from suanli.db.models import JobRow
 from tests.conftest import Member
-from tests.integration.test_jobs_api import A100, B910, add_user, advance, log_file, serve
+from tests.integration.test_jobs_api import A100, B910, add_user, advance, log_file
 
 
-@pytest.fixture(scope="module")
-def server(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if center.backend != "sqlite":
-        pytest.skip("the CLI is checked once, against the SQLite center")
-    with serve(center) as url:
-        yield url
 
 
 @pytest.fixture

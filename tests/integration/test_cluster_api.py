@@ -14,19 +14,12 @@ test needs.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-import uvicorn
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
-from api.app import create_app
 from scheduler.types import JobStatus, JobSubmission, Placement, PolicyConfig, Resources, Start, Vendor
 from suanli.cli import app as cli_app
 from suanli.db.models import AuditRow, BillingRunRow, JobRow, NodeRow, UserRow
@@ -454,27 +447,8 @@ def test_usage_refuses_bad_input(center) -> None:  # type: ignore[no-untyped-def
 # ---------------------------------------------------------------------------- CLI over HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if center.backend != "sqlite":
-        pytest.skip("the CLI is checked once, against the SQLite center")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(timeout=10)
 
 
 def test_cluster_cli_over_http(center, server, tmp_path) -> None:  # type: ignore[no-untyped-def]

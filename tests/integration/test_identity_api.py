@@ -10,28 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import stat
-import threading
-import time
 import tomllib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
-from api.app import create_app
 from api.auth import require_node_agent
 from suanli.cli import app as cli_app
 from suanli.db.models import AuditRow, PoolRow, TokenRow, UserRow
 from suanli.db.store import tenancy
 from suanli.errors import SuanliError
 from suanli.identity import Role, hash_token
-from tests.conftest import Member, unique
+from tests.conftest import free_port, Member, unique
 
 TABLES = (UserRow, TokenRow, PoolRow, AuditRow)
 
@@ -474,27 +468,8 @@ def test_node_tokens_bind_an_agent_to_its_node(center) -> None:  # type: ignore[
 # ---------------------------------------------------------------------------- CLI over HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if center.backend != "sqlite":
-        pytest.skip("the CLI is checked once, against the SQLite center")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(timeout=10)
 
 
 def test_login_writes_a_private_config_and_whoami_reads_it(center, server, tmp_path) -> None:  # type: ignore[no-untyped-def]

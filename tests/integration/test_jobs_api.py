@@ -12,18 +12,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select, update
 
-from api.app import create_app
 from scheduler.types import JobStatus, LaunchSpec, RunnerPhase, RunnerState
 from suanli import jobs as service
 from suanli.db.models import AuditRow, JobEventRow, JobRow, OrgRow
@@ -32,7 +29,7 @@ from suanli.db.store import tenancy
 from suanli.db.store.snapshot import load_snapshot
 from suanli.identity import Role, new_token
 from scheduler.types import PolicyConfig
-from tests.conftest import Member, unique
+from tests.conftest import serve, Member, unique
 
 A100, B910 = "nvidia-a100-80g", "ascend-910b"
 
@@ -436,26 +433,6 @@ def test_spec_size_limits(center, body: dict[str, Any], field: str) -> None:  # 
 # ---------------------------------------------------------------------------- logs, followed
 
 
-@contextmanager
-def serve(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """The center's API on a real loopback port (streaming needs a real server)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        t.join(timeout=10)
 
 
 def log_file(center, job_id: int) -> Path:  # type: ignore[no-untyped-def]

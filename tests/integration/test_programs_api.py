@@ -9,26 +9,20 @@ and orgs (`center.new_org()`), and compares counts before and after instead of a
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
-from api.app import create_app
 from quota import programs as quota_programs
 from quota.settlement import NOTHING, meter, place_hold, settle
 from suanli.cli import app as cli_app
 from suanli.db.models import AuditRow, LedgerEntryRow, LedgerTxnRow, OrgRow, ProgramRow, VoucherRow
 from suanli.db.store import tenancy
-from tests.conftest import unique
-from tests.integration.test_admin import free_port
+from tests.conftest import free_port, unique
 
 A100, B910 = "nvidia-a100-80g", "ascend-910b"
 
@@ -393,21 +387,6 @@ def test_members_get_403_and_nothing_is_written(center) -> None:  # type: ignore
 # ---------------------------------------------------------------------------- CLI over HTTP
 
 
-@pytest.fixture(scope="module")
-def server(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if center.backend != "sqlite":
-        pytest.skip("the CLI is checked once, against the SQLite center")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(timeout=10)
 
 
 def test_programs_cli_over_http(center, server, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -19,10 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,11 +26,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from api.app import create_app
 from quota import programs
 from quota import service as quota
 from quota.settlement import NOTHING, meter, place_hold, run_cost, settle
@@ -342,27 +336,8 @@ def test_report_roles_and_bad_input(center, scenario: Scenario) -> None:  # type
 # ---------------------------------------------------------------------------- CLI over HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(center) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if center.backend != "sqlite":
-        pytest.skip("the CLI is checked once, against the SQLite center")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(center.settings, center.db), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(timeout=10)
 
 
 def test_statement_and_report_cli_over_http(center, scenario: Scenario, server: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
