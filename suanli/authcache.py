@@ -27,6 +27,11 @@ from suanli.identity import Principal, hash_token
 
 MAX_ENTRIES = 50_000
 
+def _now() -> float:
+    """The cache's clock (monotonic; a function so tests can move it)."""
+    return time.monotonic()
+
+
 _tables: weakref.WeakKeyDictionary[Database, dict[str, tuple[Principal, float]]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -36,7 +41,7 @@ def get(db: Database, token: str) -> Principal | None:
     key = hash_token(token)
     with _lock:
         hit = _tables.get(db, {}).get(key)
-    if hit is None or hit[1] <= time.monotonic():
+    if hit is None or hit[1] <= _now():
         return None
     return hit[0]
 
@@ -51,7 +56,7 @@ def put(db: Database, token: str, who: Principal, token_expires_at: datetime | N
         table = _tables.setdefault(db, {})
         if len(table) >= MAX_ENTRIES:
             table.clear()
-        table[hash_token(token)] = (who, time.monotonic() + until)
+        table[hash_token(token)] = (who, _now() + until)
 
 
 def forget_all(db: Database) -> None:

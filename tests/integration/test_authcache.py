@@ -4,7 +4,6 @@ saves the lookup, never outlives its TTL or the token, and changes made through 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,10 +34,13 @@ def count_token_lookups(c):  # type: ignore[no-untyped-def]
     return seen
 
 
-def test_cache_saves_lookups_and_expires_with_its_ttl(tmp_path: Path) -> None:
+def test_cache_saves_lookups_and_expires_with_its_ttl(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Invariants: within the TTL a token is looked up once, not per request; a change made
-    behind the API's back (directly in the database) is seen once the TTL has passed."""
-    c, client = cached_app(tmp_path, ttl=0.5)
+    behind the API's back (directly in the database) is seen once the TTL has passed. (The
+    cache's monotonic clock is advanced by hand, so a slow machine cannot expire it early.)"""
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(authcache, "_now", lambda: clock["t"])
+    c, client = cached_app(tmp_path, ttl=30)
     m = c.new_org()
     seen = count_token_lookups(c)
     h = {"Authorization": f"Bearer {m.token}"}
@@ -47,26 +49,33 @@ def test_cache_saves_lookups_and_expires_with_its_ttl(tmp_path: Path) -> None:
     assert seen["n"] == 1
     with c.db.begin() as s:
         s.execute(update(TokenRow).where(TokenRow.token_hash == hash_token(m.token)).values(revoked_at=datetime.now(UTC)))
-    time.sleep(0.6)
+    clock["t"] += 29
+    assert client.get("/v1/me", headers=h).status_code == 200  # still cached: the documented bound
+    clock["t"] += 2
     assert client.get("/v1/me", headers=h).status_code == 401
     c.db.dispose()
 
 
-def test_cache_never_outlives_the_token(tmp_path: Path) -> None:
-    """Invariant: a token that expires in one second is not served from the cache after that
-    second, whatever the TTL."""
+def test_cache_never_outlives_the_token(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Invariant: a token that expires in 20 s is cached for at most those 20 s, whatever
+    the TTL: once they have passed (on the cache's clock) it is looked up again."""
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(authcache, "_now", lambda: clock["t"])
     c, client = cached_app(tmp_path, ttl=30)
     m = c.new_org()
     made = client.post("/v1/tokens", headers={"Authorization": f"Bearer {m.token}"}, json={"name": "short", "expires_in": "1h"})
     assert made.status_code == 201, made.text
-    token = made.json()["token"]
     with c.db.begin() as s:
         s.execute(update(TokenRow).where(TokenRow.id == made.json()["id"])
-                  .values(expires_at=datetime.now(UTC) + timedelta(seconds=1)))
-    h = {"Authorization": f"Bearer {token}"}
+                  .values(expires_at=datetime.now(UTC) + timedelta(seconds=20)))
+    seen = count_token_lookups(c)
+    h = {"Authorization": f"Bearer {made.json()['token']}"}
     assert client.get("/v1/me", headers=h).status_code == 200
-    time.sleep(1.1)
-    assert client.get("/v1/me", headers=h).status_code == 401
+    clock["t"] += 12  # well inside the token's 20 s, even on a slow machine
+    assert client.get("/v1/me", headers=h).status_code == 200 and seen["n"] == 1
+    clock["t"] += 9
+    client.get("/v1/me", headers=h)
+    assert seen["n"] == 2, "served from the cache past the token's expiry"
     c.db.dispose()
 
 
