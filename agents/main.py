@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="random seed of the simulated devices")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    inspect = sub.add_parser("inspect", help="print what the agent sees, e.g. from a captured `npu-smi info` output")
+    inspect.add_argument("--from-npu-smi", type=Path, required=True, metavar="FILE",
+                         help="a saved `npu-smi info` output (for operators debugging a server offline)")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+
     ray = sub.add_parser("ray-args", help="print the `ray start` flags for this server")
     _add_server_args(ray)
     ray.add_argument("--format", choices=["shell", "json"], default="shell", help="shell words (default) or a JSON object")
@@ -257,11 +262,43 @@ def ray_start_flags(ray: dict[str, Any]) -> list[str]:
     return flags
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """What a captured `npu-smi info` output says: chips (health, power, temperature, AI Core,
+    memory), processes, version. Unknown lines are skipped by the parser, so a file that
+    is not an npu-smi output gives an empty result and exit 1, never a traceback."""
+    from dataclasses import asdict
+
+    from agents.devices.ascend import parse_info
+
+    try:
+        text = args.from_npu_smi.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise UsageError(f"--from-npu-smi {args.from_npu_smi}: {e.strerror or e}") from None
+    info = parse_info(text)
+    doc = {"source": str(args.from_npu_smi), "version": info.version, "npus": info.npu_ids,
+           "chips": [asdict(c) | {"health_state": c.health_state.value if c.health_state else None} for c in info.chips],
+           "processes": [asdict(x) for x in info.processes], "idle_npus": list(info.idle_npus)}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"npu-smi {info.version or '(version not shown)'}: {len(info.npu_ids)} NPU(s), {len(info.chips)} chip(s)")
+        for c in info.chips:
+            mem = (f"HBM {c.hbm_used_mb}/{c.hbm_total_mb} MB" if c.hbm_total_mb is not None
+                   else f"memory {c.memory_used_mb}/{c.memory_total_mb} MB")
+            print(f"  NPU {c.npu_id} chip {c.chip_id} {c.name:<8} {c.health or '?':<8} AI Core {c.aicore_pct}%  "
+                  f"{c.power_w} W  {c.temperature_c} C  {mem}")
+        for x in info.processes:
+            print(f"  process {x.pid} {x.name} on NPU {x.npu_id} chip {x.chip_id}: {x.memory_mb} MB")
+    return 0 if info.chips else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "inspect":
+            return cmd_inspect(args)
         return cmd_ray_args(args)
     except UsageError as e:
         print(f"suanli-agent: {e}", file=sys.stderr)
