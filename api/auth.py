@@ -18,23 +18,24 @@ from suanli.identity import Principal, Role
 from suanli.jobs import utcnow
 
 
+def bearer_token(request: Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def cached_principal(request: Request, db: Database) -> Principal | None:
     """The caller from the token cache, or None (no token, or not cached): no I/O."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return authcache.get(db, token.strip())
+    token = bearer_token(request)
+    return authcache.get(db, token) if token else None
 
 
 def principal_from_request(request: Request, db: Database) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    """The caller, looked up in the database (after `cached_principal` missed) and cached."""
+    token = bearer_token(request)
+    if token is None:
         raise unauthenticated("send 'Authorization: Bearer <token>' (see `suanli up` output or `suanli login`)")
-    token = token.strip()
-    who = authcache.get(db, token)
-    if who is not None:
-        return who
     now = utcnow()
     with db.begin() as s:
         found = tenancy.token_principal(s, token, now)

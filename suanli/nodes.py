@@ -8,11 +8,11 @@ Invariants:
   undrained server whose last heartbeat is older than `node_heartbeat_timeout_s` (or that
   never sent one) is DOWN; otherwise READY. Health is separate: "down" (stale heartbeat),
   "degraded" (a device reports a health other than OK), "ok".
-- The policy places only on READY-stored servers (`store.snapshot`: schedulable =
-  status READY), so a drained server gets no new jobs while its running jobs continue; the
-  guarantee capacity (`tenancy.capacity_by_type`) and the submit fit check
-  (`store.nodes.largest_fit`) leave drained servers out, draining ones included. A stale
-  heartbeat is shown (DOWN) but does not by itself stop placement.
+- The policy places only on READY-stored servers with a fresh heartbeat (`store.snapshot`:
+  schedulable = status READY and not `heartbeat_stale`, when the live loop passes the
+  timeout), so neither a drained nor a DOWN server gets new jobs while running ones
+  continue; the guarantee capacity (`tenancy.capacity_by_type`) and the submit fit check
+  (`store.nodes.largest_fit`) leave drained servers out, draining ones included.
 - Any signed-in principal may list servers; a job id on a device is shown only to center
   admins and to members of the job's org; anyone else sees the device as busy.
 - Drain and undrain are for center admins, one transaction each under the node's row lock,
@@ -94,19 +94,15 @@ def node_status(stored: str, busy: int, last_heartbeat_at: datetime | None, now:
     """READY, DRAINING, DRAINED or DOWN (see the module's invariants)."""
     if stored == node_store.DRAINED:
         return "DRAINING" if busy else "DRAINED"
-    if stored == "NOT_READY" or _stale(last_heartbeat_at, now, timeout_s):
+    if stored == "NOT_READY" or node_store.heartbeat_stale(last_heartbeat_at, now, timeout_s):
         return "DOWN"
     return "READY"
 
 
 def node_health(devices: list[dict[str, Any]], last_heartbeat_at: datetime | None, now: datetime, timeout_s: float) -> str:
-    if _stale(last_heartbeat_at, now, timeout_s):
+    if node_store.heartbeat_stale(last_heartbeat_at, now, timeout_s):
         return "down"
     return "degraded" if any(str(d.get("health", "OK")).upper() != "OK" for d in devices) else "ok"
-
-
-def _stale(at: datetime | None, now: datetime, timeout_s: float) -> bool:
-    return at is None or (now - at).total_seconds() > timeout_s
 
 
 def device_entry(d: dict[str, Any], use: DeviceUse | None, who: Principal | None) -> DeviceEntry:

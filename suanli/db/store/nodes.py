@@ -65,6 +65,12 @@ def upsert_node(s: Session, report: NodeReport, now: datetime) -> NodeRow:
     return row
 
 
+def heartbeat_stale(at: datetime | None, now: datetime, timeout_s: float) -> bool:
+    """A server is DOWN when it never sent a heartbeat or its last one is older than
+    `timeout_s` — the one rule behind both the node views and the scheduler's placement."""
+    return at is None or (now - at).total_seconds() > timeout_s
+
+
 def largest_fit(s: Session, accelerator_types: list[str]) -> dict[str, list[int]]:
     """Device counts of the registered, not drained servers of each accepted type."""
     out: dict[str, list[int]] = {t: [] for t in accelerator_types}

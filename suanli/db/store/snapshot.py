@@ -51,6 +51,7 @@ from suanli.db.models import (
     UsageRow,
 )
 from suanli.db.store import billing as billing_store
+from suanli.db.store import nodes as node_store
 from suanli.db.store import tenancy
 
 
@@ -123,7 +124,9 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
             name=n.name, accelerator_type=n.accelerator_type, device_count=n.device_count,
             free_devices=tuple(i for i in range(n.device_count) if i not in claimed[n.id]),
             free_cpus=n.cpus - used_cpu[n.id], free_memory_mb=n.memory_mb - used_mem[n.id],
-            schedulable=n.status == "READY" and _alive(n.last_heartbeat_at, now, node_timeout_s), rack=(n.labels or {}).get("rack") or None,
+            schedulable=n.status == "READY" and (node_timeout_s is None
+                                                  or not node_store.heartbeat_stale(n.last_heartbeat_at, now, node_timeout_s)),
+            rack=(n.labels or {}).get("rack") or None,
             shared=tuple(sorted((dev, 1000 - used) for dev, used in shares[n.id].items() if used < 1000)),
         )
         for n in nodes
@@ -163,10 +166,6 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
         node_ids={n.name: n.id for n in nodes},
         grace={j.id: j.grace_s for j in active},
     )
-
-
-def _alive(last: datetime | None, now: datetime, timeout_s: float | None) -> bool:
-    return timeout_s is None or (last is not None and (now - last).total_seconds() <= timeout_s)
 
 
 def _request(j: JobRow, org: str, project: str, pool: str) -> JobRequest:
