@@ -8,6 +8,8 @@ Invariants:
 - One lock guards everything; readers get copies (tuples, new dicts), never live objects,
   so a scrape sees one consistent moment and never blocks on a driver call.
 - The allocation maps device index -> job id for busy devices only.
+- `backend_error` is the last device-backend failure ("" while sampling works); it is what
+  the heartbeat reports as the agent's health and what `suanli_agent_backend_up` exports.
 - `heartbeat_failures` only grows; `last_heartbeat_at` (epoch seconds) is the time of the
   last heartbeat the API accepted, None before the first.
 """
@@ -28,6 +30,7 @@ class AgentState:
         self._jobs: dict[int, int] = {}
         self._failures = 0
         self._last_ok: float | None = None
+        self._backend_error = ""
 
     def set_samples(self, samples: list[DeviceSample] | tuple[DeviceSample, ...], at: float) -> None:
         with self._lock:
@@ -42,6 +45,15 @@ class AgentState:
     def sampled_at(self) -> float | None:
         with self._lock:
             return self._sampled_at
+
+    def set_backend_error(self, message: str) -> None:
+        with self._lock:
+            self._backend_error = message
+
+    @property
+    def backend_error(self) -> str:
+        with self._lock:
+            return self._backend_error
 
     def set_jobs(self, jobs: Mapping[int, int | None]) -> None:
         with self._lock:

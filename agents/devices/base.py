@@ -78,6 +78,11 @@ class DeviceSample:
     ecc_corrected_total: int | None = None
     ecc_uncorrected_total: int | None = None
     error_code: int | None = None  # Ascend: npu-smi's current error code, 0 = none
+    health_reason: str = ""  # why `health` is not OK ("Xid 79", "uncorrectable ECC", "temperature 93 C"), "" if OK
+    retired_pages: int | None = None  # NVIDIA: pages retired (single + double bit), pre-Ampere
+    remapped_rows_failed: int | None = None  # NVIDIA: row-remapping failures (Ampere+), > 0 means replace the GPU
+    remapped_rows_pending: int | None = None  # NVIDIA: remaps waiting for a GPU reset
+    mig_enabled: bool | None = None  # NVIDIA: MIG mode currently on
 
     def __post_init__(self) -> None:
         # Checked here so a backend bug shows up where it is made, not as a strange graph.
@@ -97,6 +102,12 @@ class DeviceSample:
         return Health(self.health).healthy
 
 
+class BackendError(RuntimeError):
+    """The device tool or driver failed (npu-smi missing or timing out, NVML call failing).
+    `sample()` raises it; the agent logs one line, keeps serving the previous sample and
+    reports the failure as its health instead of crashing."""
+
+
 class Collector(Protocol):
     """A device backend. `sample()` may be slow (it talks to a driver or runs a tool); the
     agent calls it from its sampler thread only, never while answering a scrape."""
@@ -107,6 +118,15 @@ class Collector(Protocol):
     def inventory(self) -> list[DeviceInfo]: ...
 
     def sample(self) -> list[DeviceSample]: ...
+
+
+@runtime_checkable
+class SupportsTopology(Protocol):
+    """A collector that knows how its devices are linked. `topology()` returns the square
+    matrix of link words as `nvidia-smi topo -m` prints them ("X" on the diagonal, "NV12",
+    "PIX", "PXB", "PHB", "NODE", "SYS"), row i / column j = device index i / j."""
+
+    def topology(self) -> list[list[str]]: ...
 
 
 @runtime_checkable
