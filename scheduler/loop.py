@@ -83,6 +83,9 @@ class LoopConfig:
     # Servers whose last heartbeat is older than this are not placed on (DOWN); None places
     # on every READY server (tests without agents).
     node_timeout_s: float | None = None
+    # With `node_timeout_s`: a server silent this long is lost and its jobs are requeued or
+    # ended NODE_LOST (`Reconciler.sweep_nodes`); 0 never gives up on a server.
+    node_lost_after_s: float = 0.0
 
 
 class SchedulerLoop:
@@ -110,6 +113,8 @@ class SchedulerLoop:
         t0 = time.perf_counter()
         report = CycleReport()
         now = self.clock.now()
+        if self.config.node_timeout_s is not None:  # lost servers first: their jobs' devices are not running anything
+            self.reconciler.sweep_nodes(now, self.config.node_timeout_s, self.config.node_lost_after_s)
         with self.db.begin() as s:  # load
             loaded = load_snapshot(s, now, self.config.policy, self.config.half_life_s, self.config.node_timeout_s)
             vendors = tenancy.accelerator_vendors(s)

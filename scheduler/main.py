@@ -33,7 +33,7 @@ def loop_config(settings: Settings) -> LoopConfig:
     )
     return LoopConfig(settings.jobs_dir, settings.starting_timeout_s, policy, settings.fairshare_half_life_s,
                       meter_interval_s=settings.meter_interval_s, refund_center_faults=settings.refund_center_faults,
-                      node_timeout_s=settings.node_heartbeat_timeout_s,
+                      node_timeout_s=settings.node_heartbeat_timeout_s, node_lost_after_s=settings.node_lost_after_s,
                       lease_renew_s=settings.scheduler_lease_timeout_s / 3)
 
 

@@ -9,6 +9,9 @@ Invariants:
 - A stale version rolls the whole transaction back; the next cycle tries again with fresh
   state. A job is charged only for time its process really ran; a job whose runner was lost
   is not charged (the center's fault, not the user's).
+- A server silent for `node_lost_after_s` is LOST: every job on it ends through `node_lost`
+  (requeued or NODE_LOST, never charged while `refund_center_faults`), before `sync` reads
+  the runners, so a lost server's jobs never end as plain failures.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from scheduler.launcher import Launcher
 from scheduler.types import ACTIVE, Job, JobStatus, RunnerPhase, RunnerState
 from suanli.db.engine import Database
 from suanli.db.store import jobs as job_store
+from suanli.db.store import nodes as node_store
 
 if TYPE_CHECKING:
     from scheduler.loop import Clock
@@ -234,6 +238,63 @@ class Reconciler:
                     job_store.clear_placements(s, job.id)
             else:
                 self._step(s, job, S.RUNNING, S.FAILED, f"runner lost: {st.error}; {billed}", now, ended_at=now, **cost)
+                job_store.release(s, job.id)
+        self.launcher.release(job.id, len(job.placements))
+
+    def sweep_nodes(self, now: datetime, not_ready_after_s: float, lost_after_s: float) -> list[int]:
+        """Servers that stopped beating: READY → NOT_READY after `not_ready_after_s` (an event,
+        nothing else: running jobs may still be fine); after `lost_after_s` (> 0) the server
+        is LOST and each job holding devices on it is ended or requeued (`node_lost`).
+        Returns the ids of the jobs taken off lost servers."""
+        lost: dict[int, str] = {}
+        with self.db.begin() as s:
+            for row in node_store.silent_nodes(s, now, not_ready_after_s):
+                silent = "never sent a heartbeat" if row.last_heartbeat_at is None else \
+                    f"no heartbeat for {(now - row.last_heartbeat_at).total_seconds():.0f}s"
+                gone = lost_after_s > 0 and node_store.heartbeat_stale(row.last_heartbeat_at, now, lost_after_s)
+                if row.status == node_store.READY and node_store.set_status_if(s, row, node_store.READY, node_store.NOT_READY):
+                    node_store.add_event(s, row.id, "not_ready", f"{silent}: no new work placed on it", now)
+                    row.status = node_store.NOT_READY
+                if gone:
+                    lost[row.id] = row.name
+                    if row.status == node_store.NOT_READY and node_store.set_status_if(s, row, node_store.NOT_READY, node_store.LOST):
+                        node_store.add_event(s, row.id, "lost", f"{silent}: lost; its jobs are requeued or ended", now)
+            victims = node_store.jobs_on_nodes(s, list(lost))
+            jobs = {j.id: j for j in job_store.jobs_in(s, list(ACTIVE)) if j.id in victims} if victims else {}
+        ended = []
+        for job in jobs.values():
+            where = ", ".join(sorted({p.node for p in job.placements} & set(lost.values()))) or "its server"
+            try:
+                self.node_lost(job, where, now)
+                ended.append(job.id)
+            except Stale:
+                log.info("job %s changed while its server was being declared lost; retrying next cycle", job.id)
+        return ended
+
+    def node_lost(self, job: Job, node: str, now: datetime) -> None:
+        """End the run of a job whose server is lost, as the center's fault (not charged while
+        `refund_center_faults`): requeued keeping its age when its spec allows it, else
+        NODE_LOST; claims released in the same transaction, the runner killed after it."""
+        why = f"server {node} lost (no heartbeats)"
+        billed = "not charged" if self.refund_center_faults else "charged for the time it ran"
+        with self.db.begin() as s:
+            if job.status is S.STARTING:
+                self._requeue(s, job, why, now)
+            else:
+                charged, subsidy = self._close_run(s, job, job.started_at, now, now, center_fault=True)
+                cost = {"cost_fen": (job.cost_fen or 0) + charged, "subsidy_fen": (job.subsidy_fen or 0) + subsidy} \
+                    if charged else {}
+                if job.status is S.CANCELLING:
+                    self._step(s, job, S.CANCELLING, S.CANCELLED, f"{why} while cancelling; {billed}", now,
+                               ended_at=now, **cost)
+                elif job.requeue:
+                    self._step(s, job, job.status, S.PENDING, f"requeued: {why}; {billed}; keeps its place by submit time",
+                               now, accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None,
+                               started_at=None, stop_by=None, restart_count=job.restart_count + 1, **cost)
+                    job_store.clear_placements(s, job.id)
+                else:
+                    self._step(s, job, job.status, S.NODE_LOST, f"{why}; not requeued as the job asked; {billed}", now,
+                               ended_at=now, stop_by=None, **cost)
                 job_store.release(s, job.id)
         self.launcher.release(job.id, len(job.placements))
 

@@ -4,7 +4,8 @@ Invariants:
 - A job's status changes only through `transition()`; the store writes the returned
   `Transition` (status, event with its reason) in the same transaction as the version-guarded
   update, so every change has exactly one event.
-- Terminal statuses (SUCCEEDED, FAILED, CANCELLED, TIMEOUT, PREEMPTED) have no way out.
+- Terminal statuses (SUCCEEDED, FAILED, CANCELLED, TIMEOUT, PREEMPTED, NODE_LOST) have no
+  way out.
 - Device claims are held exactly in STARTING, RUNNING, CANCELLING and PREEMPTING
   (see `types.ACTIVE`).
 - A preempted job goes back to PENDING keeping its submit time (so its age), unless it
@@ -60,6 +61,13 @@ TRANSITIONS: dict[tuple[S, S], str] = {
     (S.PREEMPTING, S.TIMEOUT): "time limit reached before the preemption",
     # A user cancels a job that is being preempted: it will not be requeued.
     (S.PREEMPTING, S.CANCELLING): "cancel requested",
+    # Its server has sent no heartbeat for `node_lost_after_s` (lost for good): the claims are
+    # released and the run is not charged (the center's fault); a requeueable job waits again
+    # with its original submit time, any other ends NODE_LOST. The runner, if Ray can still
+    # reach it, is killed after the commit.
+    (S.RUNNING, S.PENDING): "requeued: its server was lost",
+    (S.RUNNING, S.NODE_LOST): "its server was lost; the job asked not to be requeued",
+    (S.PREEMPTING, S.NODE_LOST): "its server was lost while preempting; not requeued as the job asked",
     # Its owner (or an admin) keeps a pending job out of scheduling; the scheduler loads
     # PENDING jobs only, so a held job holds nothing and is never started or reserved for.
     (S.PENDING, S.HELD): "held",

@@ -30,6 +30,10 @@ class JobStatus(StrEnum):
     CANCELLED = "CANCELLED"
     TIMEOUT = "TIMEOUT"
     PREEMPTED = "PREEMPTED"
+    # Its server stopped sending heartbeats for good (`node_lost_after_s`) and the job asked
+    # not to be requeued; a requeueable job goes back to PENDING instead. Never charged
+    # while `refund_center_faults` is on: the loss is the center's fault.
+    NODE_LOST = "NODE_LOST"
 
     @property
     def terminal(self) -> bool:
@@ -41,7 +45,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT, JobStatus.PREEMPTED}
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT, JobStatus.PREEMPTED,
+     JobStatus.NODE_LOST}
 )
 # Statuses in which a job owns device claims and (maybe) a runner on Ray.
 ACTIVE = frozenset({JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.PREEMPTING})
@@ -370,6 +375,7 @@ class Job:
     run_charged: dict[str, Any] | None = None
     meter_seq: int = 0
     subsidy_fen: int | None = None
+    idle_since: datetime | None = None  # an idle allocation since then (`suanli.node_health`)
 
 
 @dataclass(frozen=True)
@@ -424,6 +430,18 @@ class Device:
     model: str = ""
     memory_mb: int = 0
     health: str = "OK"
+    health_reason: str = ""  # why health is not OK, as the agent says it
+    utilization_pct: float | None = None  # highest utilization since the agent's previous beat
+
+
+# Device health words that still take jobs (npu-smi's OK and Warning); any other word —
+# Alarm, Critical, Unknown (the agent cannot read its devices) — keeps the device out of
+# placement until a heartbeat reports it healthy again.
+HEALTHY_WORDS = frozenset({"OK", "WARNING"})
+
+
+def device_healthy(health: str) -> bool:
+    return health.strip().upper() in HEALTHY_WORDS
 
 
 @dataclass(frozen=True)

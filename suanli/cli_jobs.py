@@ -31,7 +31,7 @@ from suanli.client import TERMINAL, Client
 
 SUBMIT_RETRIES = 2
 STATUS_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "TIMEOUT": "red", "CANCELLED": "yellow", "RUNNING": "cyan",
-                "HELD": "magenta", "PREEMPTED": "red"}
+                "HELD": "magenta", "PREEMPTED": "red", "NODE_LOST": "red"}
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until the job ends; exit 0 only if it succeeded")]
 FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's log until it ends; exit 0 only if it "
                                          "succeeded")]

@@ -29,7 +29,7 @@ from suanli.client_programs import ProgramsClient
 from suanli.client_reports import ReportsClient
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED"}
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_LOST"}
 
 
 def config_path() -> Path:

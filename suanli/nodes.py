@@ -1,20 +1,26 @@
 """Node service: heartbeats from agents, the server list with health and allocation, drain
-and undrain.
+and undrain, node events.
 
 Invariants:
-- Status is derived, never stored apart from the admin's drain: a drained server (stored
+- Status is derived from the stored one and the heartbeat's age: a drained server (stored
   DRAINED) is DRAINING while any of its devices is still in use and DRAINED once none is —
-  so it becomes DRAINED the moment its last job's claims are released, with no write; an
-  undrained server whose last heartbeat is older than `node_heartbeat_timeout_s` (or that
-  never sent one) is DOWN; otherwise READY. Health is separate: "down" (stale heartbeat),
-  "degraded" (a device reports a health other than OK), "ok".
+  so it becomes DRAINED the moment its last job's claims are released, with no write; a
+  server whose last heartbeat is older than `node_heartbeat_timeout_s`
+  (`node_missed_heartbeats` × `node_heartbeat_interval_s`), or that never sent one, is
+  LOST if the scheduler has declared it lost (and ended or requeued its jobs), else
+  NOT_READY; otherwise READY. Health is separate: "down" (stale heartbeat), "degraded" (a
+  device reports a health other than OK), "ok".
 - The policy places only on READY-stored servers with a fresh heartbeat (`store.snapshot`:
   schedulable = status READY and not `heartbeat_stale`, when the live loop passes the
-  timeout), so neither a drained nor a DOWN server gets new jobs while running ones
-  continue; the guarantee capacity (`tenancy.capacity_by_type`) and the submit fit check
+  timeout), and only on their healthy devices (OK or Warning), so neither a drained nor a
+  NOT_READY server nor an unhealthy device gets new jobs while running ones continue; the
+  guarantee capacity (`tenancy.capacity_by_type`) and the submit fit check
   (`store.nodes.largest_fit`) leave drained servers out, draining ones included.
-- Any signed-in principal may list servers; a job id on a device is shown only to center
-  admins and to members of the job's org; anyone else sees the device as busy.
+- A heartbeat writes node events for registration, coming back, and device health changes,
+  and tracks idle allocations (`suanli.node_health`), in the heartbeat's transaction.
+- Any signed-in principal may list servers and their events; a job id (with its org and
+  project) on a device is shown only to center admins and to members of the job's org;
+  anyone else sees the device as busy.
 - Drain and undrain are for center admins, one transaction each under the node's row lock,
   every check before the first write, and write one audit row (`node.drain`, `node.undrain`).
 """
@@ -28,7 +34,7 @@ from typing import Any
 
 from scheduler.types import NodeReport
 from suanli.db.engine import Database
-from suanli.db.models import NodeRow
+from suanli.db.models import NodeEventRow, NodeRow
 from suanli.db.store import billing as billing_store
 from suanli.db.store import nodes as node_store
 from suanli.db.store.nodes import DeviceUse
@@ -36,6 +42,7 @@ from suanli.db.store import tenancy
 from suanli.errors import conflict, forbidden, invalid, not_found
 from suanli.identity import Principal, Role
 from suanli.jobs import utcnow
+from suanli.node_health import IdleRule, apply_heartbeat, idle_past
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REASON_MAX = 500
@@ -51,6 +58,12 @@ class DeviceEntry:
     busy: bool  # in use by any job (visible to the caller or not)
     job_ids: tuple[int, ...]  # the jobs on it that the caller may see
     shared: bool  # fractional jobs share it
+    health_reason: str = ""
+    utilization_pct: float | None = None
+    org: str | None = None  # of the first visible job
+    project: str | None = None
+    idle_since: datetime | None = None
+    idle: bool = False  # idle past the window (an idle allocation)
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ class Drain:
 class NodeEntry:
     name: str
     accelerator_type: str
-    status: str  # READY, DRAINING, DRAINED, DOWN
+    status: str  # READY, DRAINING, DRAINED, NOT_READY, LOST
     health: str  # ok, degraded, down
     cpus: int
     memory_mb: int
@@ -91,12 +104,12 @@ class NodeEntry:
 
 
 def node_status(stored: str, busy: int, last_heartbeat_at: datetime | None, now: datetime, timeout_s: float) -> str:
-    """READY, DRAINING, DRAINED or DOWN (see the module's invariants)."""
+    """READY, DRAINING, DRAINED, NOT_READY or LOST (see the module's invariants)."""
     if stored == node_store.DRAINED:
         return "DRAINING" if busy else "DRAINED"
-    if stored == "NOT_READY" or node_store.heartbeat_stale(last_heartbeat_at, now, timeout_s):
-        return "DOWN"
-    return "READY"
+    if node_store.heartbeat_stale(last_heartbeat_at, now, timeout_s):
+        return node_store.LOST if stored == node_store.LOST else node_store.NOT_READY
+    return node_store.READY
 
 
 def node_health(devices: list[dict[str, Any]], last_heartbeat_at: datetime | None, now: datetime, timeout_s: float) -> str:
@@ -105,21 +118,36 @@ def node_health(devices: list[dict[str, Any]], last_heartbeat_at: datetime | Non
     return "degraded" if any(str(d.get("health", "OK")).upper() != "OK" for d in devices) else "ok"
 
 
-def device_entry(d: dict[str, Any], use: DeviceUse | None, who: Principal | None) -> DeviceEntry:
-    """A device as reported by its agent, with who holds it as `who` may see it (None: all)."""
+@dataclass(frozen=True)
+class View:
+    """How a node is shown: to whom (None: everything, for its own agent), the names of
+    the jobs' orgs and projects, and the idle window."""
+
+    who: Principal | None
+    names: dict[int, tuple[str, str]]  # job id -> (org, project)
+    idle_window_s: float = 1800.0
+
+
+def device_entry(d: dict[str, Any], use: DeviceUse | None, view: View, now: datetime) -> DeviceEntry:
+    """A device as reported by its agent, with who holds it as the viewer may see it."""
+    who = view.who
+    visible = tuple(j for j, org in (use.jobs if use else []) if who is None or who.can_see_org(org))
+    org, project = view.names.get(visible[0], (None, None)) if visible else (None, None)
+    since = d.get("idle_since")
     return DeviceEntry(
         index=int(d["index"]), uuid=str(d.get("uuid", "")), model=str(d.get("model", "")),
         memory_mb=int(d.get("memory_mb", 0)), health=str(d.get("health", "OK")), busy=use is not None,
-        job_ids=tuple(j for j, org in (use.jobs if use else []) if who is None or who.can_see_org(org)),
-        shared=bool(use and use.shared),
+        job_ids=visible, shared=bool(use and use.shared), health_reason=str(d.get("health_reason") or ""),
+        utilization_pct=d.get("utilization_pct"), org=org, project=project,
+        idle_since=datetime.fromisoformat(since) if since and use is not None else None,
+        idle=use is not None and idle_past(d, now, view.idle_window_s),
     )
 
 
-def node_entry(row: NodeRow, allocated: dict[int, DeviceUse], who: Principal | None, now: datetime,
-               timeout_s: float) -> NodeEntry:
-    """The server as `who` may see it (None: everything, for the node's own agent)."""
+def node_entry(row: NodeRow, allocated: dict[int, DeviceUse], view: View, now: datetime, timeout_s: float) -> NodeEntry:
+    """The server as the viewer may see it."""
     raw = list(row.devices or [])
-    devices = tuple(device_entry(d, allocated.get(int(d["index"])), who) for d in raw)
+    devices = tuple(device_entry(d, allocated.get(int(d["index"])), view, now) for d in raw)
     busy = sum(1 for d in devices if d.busy)
     drain = Drain(row.drain_reason or "", row.drained_by or "", row.drained_at) \
         if row.status == node_store.DRAINED and row.drained_at is not None else None
@@ -134,26 +162,49 @@ def node_entry(row: NodeRow, allocated: dict[int, DeviceUse], who: Principal | N
     )
 
 
-def _entries(s, who: Principal | None, name: str | None, now: datetime, timeout_s: float) -> list[NodeEntry]:  # type: ignore[no-untyped-def]
+def _entries(s, who: Principal | None, name: str | None, now: datetime, timeout_s: float,  # type: ignore[no-untyped-def]
+             idle_window_s: float = 1800.0) -> list[NodeEntry]:
     rows = node_store.node_rows(s, name)
     alloc = node_store.allocations(s, [r.id for r in rows] if name is not None else None)
-    return [node_entry(r, alloc.get(r.id, {}), who, now, timeout_s) for r in rows]
+    job_ids = {j for uses in alloc.values() for use in uses.values() for j, _ in use.jobs}
+    view = View(who, node_store.job_names(s, sorted(job_ids)), idle_window_s)
+    return [node_entry(r, alloc.get(r.id, {}), view, now, timeout_s) for r in rows]
 
 
 # ---------------------------------------------------------------------------- agents
 
 
-def heartbeat(db: Database, report: NodeReport, timeout_s: float = 60.0) -> NodeEntry:
-    """Register the server or refresh it; the answer shows every job id on it (the agent
-    labels its devices' metrics with them)."""
+def heartbeat(db: Database, report: NodeReport, timeout_s: float = 60.0, idle: IdleRule | None = None) -> NodeEntry:
+    """Register the server or refresh it; write its events and track idle allocations
+    (`suanli.node_health`). The answer shows every job on it with org and project (the
+    agent labels its devices' metrics with them) and which devices are idle allocations."""
     if not NAME.match(report.name):
         raise invalid("bad_node_name", f"{report.name!r} is not a node name", "name")
+    rule = idle or IdleRule()
     now = utcnow()
     with db.begin() as s:
         if report.accelerator_type not in tenancy.accelerator_vendors(s):
             raise invalid("unknown_accelerator_type", f"unknown accelerator type {report.accelerator_type}", "accelerator_type")
-        node_store.upsert_node(s, report, now)
-        return _entries(s, None, report.name, now, timeout_s)[0]
+        old = node_store.lock_node(s, report.name)
+        before = {int(d["index"]): dict(d) for d in (old.devices or [])} if old is not None else {}
+        was_status = old.status if old is not None else None
+        row = node_store.upsert_node(s, report, now)
+        uses = node_store.allocations(s, [row.id]).get(row.id, {})
+        holders = {dev: tuple(j for j, _ in use.jobs) for dev, use in uses.items()}
+        apply_heartbeat(s, row, before, was_status, holders, now, rule)
+        return _entries(s, None, report.name, now, timeout_s, rule.window_s)[0]
+
+
+def node_events(db: Database, who: Principal, name: str, limit: int = 100) -> list[NodeEventRow]:
+    """The server's latest events, newest first (any signed-in principal, like the list)."""
+    del who  # every principal may read them: they name devices and servers, never jobs
+    with db.begin() as s:
+        row = node_store.node_rows(s, name)
+        if not row:
+            raise not_found("node", name)
+        found = node_store.events(s, row[0].id, limit)
+        s.expunge_all()
+        return found
 
 
 # ---------------------------------------------------------------------------- everyone

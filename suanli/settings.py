@@ -93,8 +93,20 @@ class Settings(BaseSettings):
     max_token_lifetime_days: int = Field(default=365, ge=1, le=3650)
 
     # Cluster views and readiness (see suanli/nodes.py, suanli/cluster_views.py).
-    # A server whose last heartbeat is older than this shows as DOWN (health "down").
-    node_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    # Agents heartbeat every `node_heartbeat_interval_s` (their `--interval`, default 5 s); a
+    # server that missed `node_missed_heartbeats` in a row is NOT_READY (health "down"): the
+    # scheduler places nothing on it, running jobs are left alone for now.
+    node_heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    node_missed_heartbeats: int = Field(default=12, ge=1)
+    # A server silent this long is lost for good: its jobs are ended (NODE_LOST) or requeued
+    # when their spec allows it, not charged for the lost run; 0 never gives up on a server.
+    node_lost_after_s: float = Field(default=600.0, ge=0)
+    # A device allocated to a job but below `idle_utilization_pct` for `idle_window_s` is an
+    # idle allocation: an event on the job, a notice in `suanli describe`, a metric; with
+    # `stop_idle_jobs` the job is also cancelled (charged for the time it ran).
+    idle_utilization_pct: float = Field(default=5.0, ge=0, le=100)
+    idle_window_s: float = Field(default=1800.0, gt=0)
+    stop_idle_jobs: bool = False
     # `/readyz` answers 503 when the scheduler has not renewed its lease for this long; the
     # loop renews it every third of this (so two missed renewals are tolerated).
     scheduler_lease_timeout_s: float = Field(default=30.0, gt=0)
@@ -106,6 +118,11 @@ class Settings(BaseSettings):
         and the default working directory. On a multi-server center this is a shared
         filesystem mounted at the same path on every server and on the API."""
         return self.data_dir / "jobs"
+
+    @property
+    def node_heartbeat_timeout_s(self) -> float:
+        """Silence after which a server is NOT_READY: the missed heartbeats times the interval."""
+        return self.node_heartbeat_interval_s * self.node_missed_heartbeats
 
     @property
     def effective_database_url(self) -> str:

@@ -102,7 +102,7 @@ class JobSpecIn(BaseModel):
     project: str = Field("default", max_length=64, pattern=NAME)
     priority_class: str = Field("normal", max_length=32, pattern=NAME,
                                 description="high, normal, low, preemptible, or a class the center defined")
-    requeue: bool = Field(True, description="After a preemption, go back to the queue (else end PREEMPTED)")
+    requeue: bool = Field(True, description="After a preemption or the loss of its server, go back to the queue (else end PREEMPTED or NODE_LOST)")
     resources: ResourcesIn
     time_limit: str | int | None = Field(None, description="Seconds, or '30m', '2h', '1h30m', '1d'")
     grace_period: str | int | None = Field(None, description="Seconds between SIGTERM and SIGKILL")
@@ -230,6 +230,9 @@ class JobOut(BaseModel):
     subsidy_fen: int | None = Field(description="Of the cost, what compute vouchers paid (fen); the org's account paid the rest")
     cost_so_far_fen: int = Field(description="Charged so far (fen): settled runs plus what metering has charged the "
                                  "current run; for a running job this grows every meter interval")
+    idle_since: datetime | None = Field(None, description="Its devices have been an idle allocation (below the "
+                                        "center's utilization threshold for its idle window) since then")
+    notices: list[str] = Field([], description="Things its owner should know, e.g. an idle allocation")
 
 
 def job_out(job: Job) -> JobOut:
@@ -272,7 +275,19 @@ def job_out(job: Job) -> JobOut:
         cost_fen=job.cost_fen,
         subsidy_fen=job.subsidy_fen,
         cost_so_far_fen=cost_so_far_fen(job),
+        idle_since=job.idle_since,
+        notices=notices(job),
     )
+
+
+def notices(job: Job) -> list[str]:
+    """What the owner should act on; shown by `suanli describe`."""
+    out = []
+    if job.idle_since is not None and not job.status.terminal:
+        out.append(f"idle allocation: its devices have been below the center's utilization threshold since "
+                   f"{job.idle_since.isoformat(timespec='seconds')} — free them if the job is not working "
+                   f"(see its events)")
+    return out
 
 
 def cost_so_far_fen(job: Job) -> int:

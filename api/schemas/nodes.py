@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.types import Device, NodeReport
+from scheduler.types import Device, NodeReport, device_healthy
 from suanli.nodes import NodeEntry
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -23,7 +23,10 @@ class DeviceIn(BaseModel):
     uuid: str = Field("", max_length=128)
     model: str = Field("", max_length=128)
     memory_mb: int = Field(0, ge=0)
-    health: str = Field("OK", max_length=32)
+    health: str = Field("OK", max_length=32, description="OK, Warning (both take jobs), Alarm, Critical, Unknown")
+    health_reason: str = Field("", max_length=200, description="Why health is not OK (e.g. Xid 79)")
+    utilization_pct: float | None = Field(None, ge=0, le=100,
+                                          description="Highest utilization since the previous heartbeat (idle detection)")
 
 
 class HeartbeatIn(BaseModel):
@@ -49,7 +52,8 @@ def report_from_heartbeat(name: str, hb: HeartbeatIn) -> NodeReport:
         accelerator_type=hb.accelerator_type,
         cpus=hb.cpus,
         memory_mb=hb.memory_mb,
-        devices=tuple(Device(d.index, d.uuid, d.model, d.memory_mb, d.health) for d in devices),
+        devices=tuple(Device(d.index, d.uuid, d.model, d.memory_mb, d.health, d.health_reason, d.utilization_pct)
+                      for d in devices),
         labels=dict(hb.labels),
         agent_version=hb.agent_version,
     )
@@ -60,7 +64,13 @@ class DeviceOut(BaseModel):
     uuid: str
     model: str
     memory_mb: int
-    health: str = Field(description="As the agent reports it (OK, or the problem)")
+    health: str = Field(description="As the agent reports it: OK, Warning (both take jobs), Alarm, Critical, Unknown")
+    health_reason: str = Field("", description="Why it is not OK")
+    utilization_pct: float | None = Field(None, description="Highest utilization over the last heartbeat interval")
+    org: str | None = Field(None, description="The org of `job_id`, if you may see it")
+    project: str | None = Field(None, description="The project of `job_id`, if you may see it")
+    idle_since: datetime | None = Field(None, description="In use but below the idle threshold since then")
+    idle: bool = Field(False, description="An idle allocation: below `idle_utilization_pct` for `idle_window_s`")
     busy: bool = Field(description="In use by a job, whether or not you may see which")
     job_id: int | None = Field(description="The job on it, if you may see it (the first, on a shared device)")
     job_ids: list[int] = Field(description="Every job on it that you may see (several on a shared device)")
@@ -85,8 +95,10 @@ class NodeOut(BaseModel):
     name: str
     accelerator_type: str
     status: str = Field(description="READY; DRAINING (drained, jobs still running); DRAINED (drained, empty); "
-                                    "DOWN (no heartbeat within node_heartbeat_timeout_s)")
-    health: str = Field(description="ok; degraded (a device reports a problem); down (heartbeat stale)")
+                                    "NOT_READY (missed node_missed_heartbeats heartbeats: nothing new is placed on it); "
+                                    "LOST (silent for node_lost_after_s: its jobs were requeued or ended NODE_LOST)")
+    health: str = Field(description="ok; degraded (a device reports a health other than OK); down (heartbeat stale)")
+    unhealthy_devices: list[int] = Field([], description="Devices kept out of placement (health not OK or Warning)")
     device_count: int
     devices_free: int
     devices_busy: int
@@ -115,10 +127,13 @@ def node_out(n: NodeEntry) -> NodeOut:
         cpus=n.cpus,
         memory_mb=n.memory_mb,
         devices=[
-            DeviceOut(index=d.index, uuid=d.uuid, model=d.model, memory_mb=d.memory_mb, health=d.health, busy=d.busy,
-                      job_id=d.job_ids[0] if d.job_ids else None, job_ids=list(d.job_ids), shared=d.shared)
+            DeviceOut(index=d.index, uuid=d.uuid, model=d.model, memory_mb=d.memory_mb, health=d.health,
+                      health_reason=d.health_reason, utilization_pct=d.utilization_pct, busy=d.busy,
+                      job_id=d.job_ids[0] if d.job_ids else None, job_ids=list(d.job_ids), shared=d.shared,
+                      org=d.org, project=d.project, idle_since=d.idle_since, idle=d.idle)
             for d in n.devices
         ],
+        unhealthy_devices=[d.index for d in n.devices if not device_healthy(d.health)],
         labels=n.labels,
         agent_version=n.agent_version,
         registered_at=n.registered_at,
@@ -131,3 +146,10 @@ def node_out(n: NodeEntry) -> NodeOut:
 class DrainIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "NVLink errors on GPU 3"}]})
     reason: str = Field(min_length=1, max_length=500, description="Why (shown with the node and in the audit log)")
+
+
+class NodeEventOut(BaseModel):
+    at: datetime
+    kind: str = Field(description="registered, not_ready, ready, lost, device_unhealthy, device_healthy")
+    device: int | None = Field(description="The device concerned, for device events")
+    message: str

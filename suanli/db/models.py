@@ -273,6 +273,10 @@ class JobRow(Base):
     # SHA-256 of the normalised spec it came with: a retry with another spec is refused.
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     spec_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Since when the job's devices have been idle (below `idle_utilization_pct` for
+    # `idle_window_s`, as the agents report): set once per run with a job event, cleared
+    # when the devices work again or the run ends. `suanli describe` shows it as a notice.
+    idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class JobPlacementRow(Base):
@@ -309,6 +313,20 @@ class DeviceShareRow(Base):
     device_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True, index=True)
     milli: Mapped[int] = mapped_column(Integer)
+
+
+class NodeEventRow(Base):
+    """What happened to a server: NOT_READY, back READY, lost (with its jobs' fate), a device
+    turning unhealthy or healthy again. Written by the heartbeat and the scheduler's sweep;
+    shown by `suanli admin node events` and `GET /v1/nodes/{name}/events`."""
+
+    __tablename__ = "node_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))  # not_ready, ready, lost, device_unhealthy, device_healthy
+    device_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text)
 
 
 class JobEventRow(Base):

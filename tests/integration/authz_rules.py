@@ -74,6 +74,7 @@ RULES: dict[tuple[str, str], str] = {
     # nodes and cluster
     ("GET", "/v1/nodes"): "signed-in",
     ("GET", "/v1/nodes/{name}"): "signed-in",
+    ("GET", "/v1/nodes/{name}/events"): "signed-in",
     ("PUT", "/v1/nodes/{name}/heartbeat"): "agent-or-admin",
     ("POST", "/v1/admin/nodes/{name}/drain"): "center-admin",
     ("POST", "/v1/admin/nodes/{name}/undrain"): "center-admin",

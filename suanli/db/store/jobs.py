@@ -291,6 +291,7 @@ def job_from_row(row: JobRow, org: str, project: str, user: str, placements: tup
         run_charged=row.run_charged,
         meter_seq=row.meter_seq,
         subsidy_fen=row.subsidy_fen,
+        idle_since=row.idle_since,
     )
 
 

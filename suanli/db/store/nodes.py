@@ -5,7 +5,10 @@ Invariants:
   the row in one statement set and bumps its version; a node's device count may not shrink
   below a device that is claimed by a running job.
 - A drained server has status DRAINED and its reason, who and when (`drain`); a heartbeat
-  never undoes a drain (only NOT_READY becomes READY again); `undrain` clears all four.
+  never undoes a drain (only NOT_READY and LOST become READY again); `undrain` clears all four.
+- NOT_READY and LOST are written by the scheduler's sweep (`mark_not_ready`, `mark_lost`)
+  when heartbeats stop; each change of a node's state or of a device's health is one
+  `node_events` row.
 - `allocations` is the live truth of who holds which device: the `device_claims` rows (and
   the `device_shares` of shared devices), with the org of each job.
 """
@@ -16,12 +19,17 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from scheduler.types import NodeReport
-from suanli.db.models import DeviceClaimRow, DeviceShareRow, JobRow, NodeRow
+from suanli.db.models import DeviceClaimRow, DeviceShareRow, JobRow, NodeEventRow, NodeRow, OrgRow, ProjectRow
 from suanli.errors import conflict
+
+READY = "READY"
+NOT_READY = "NOT_READY"
+LOST = "LOST"
+DRAINED = "DRAINED"
 
 
 def upsert_node(s: Session, report: NodeReport, now: datetime) -> NodeRow:
@@ -58,15 +66,15 @@ def upsert_node(s: Session, report: NodeReport, now: datetime) -> NodeRow:
     row.labels = dict(report.labels)
     row.agent_version = report.agent_version
     row.last_heartbeat_at = now
-    if row.status == "NOT_READY":
-        row.status = "READY"
+    if row.status in (NOT_READY, LOST):
+        row.status = READY
     row.version += 1
     s.flush()
     return row
 
 
 def heartbeat_stale(at: datetime | None, now: datetime, timeout_s: float) -> bool:
-    """A server is DOWN when it never sent a heartbeat or its last one is older than
+    """A server is NOT_READY when it never sent a heartbeat or its last one is older than
     `timeout_s` — the one rule behind both the node views and the scheduler's placement."""
     return at is None or (now - at).total_seconds() > timeout_s
 
@@ -85,7 +93,6 @@ def largest_fit(s: Session, accelerator_types: list[str]) -> dict[str, list[int]
 
 # ---------------------------------------------------------------------------- drain, allocations
 
-DRAINED = "DRAINED"
 
 
 def node_rows(s: Session, name: str | None = None) -> list[NodeRow]:
@@ -139,3 +146,45 @@ def allocations(s: Session, node_ids: list[int] | None = None) -> dict[int, dict
     for node_id, dev, job_id, org_id in s.execute(shares):
         out[node_id].setdefault(dev, DeviceUse(True)).jobs.append((job_id, org_id))
     return out
+
+
+def add_event(s: Session, node_id: int, kind: str, message: str, now: datetime, device: int | None = None) -> None:
+    s.add(NodeEventRow(node_id=node_id, at=now, kind=kind, device_index=device, message=message))
+
+
+def events(s: Session, node_id: int, limit: int = 100) -> list[NodeEventRow]:
+    """The node's latest events, newest first."""
+    return list(s.scalars(select(NodeEventRow).where(NodeEventRow.node_id == node_id)
+                          .order_by(NodeEventRow.id.desc()).limit(limit)))
+
+
+def silent_nodes(s: Session, now: datetime, timeout_s: float) -> list[NodeRow]:
+    """Servers whose heartbeat is stale (or that never sent one)."""
+    return [r for r in s.scalars(select(NodeRow).order_by(NodeRow.id))
+            if heartbeat_stale(r.last_heartbeat_at, now, timeout_s)]
+
+
+def set_status_if(s: Session, row: NodeRow, expected: str, status: str) -> bool:
+    """Change a server's stored status if it is still `expected` and no heartbeat came in
+    since it was read (a heartbeat bumps the version): False when it moved on."""
+    res = s.execute(update(NodeRow).where(NodeRow.id == row.id, NodeRow.version == row.version, NodeRow.status == expected)
+                    .values(status=status, version=row.version + 1).execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def jobs_on_nodes(s: Session, node_ids: list[int]) -> list[int]:
+    """Ids of the jobs holding devices (whole or shared) on these servers."""
+    if not node_ids:
+        return []
+    whole = select(DeviceClaimRow.job_id).where(DeviceClaimRow.node_id.in_(node_ids), DeviceClaimRow.job_id.is_not(None))
+    shared = select(DeviceShareRow.job_id).where(DeviceShareRow.node_id.in_(node_ids))
+    return sorted({j for j in s.scalars(whole)} | {j for j in s.scalars(shared)})
+
+
+def job_names(s: Session, job_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """job id -> (org name, project name)."""
+    if not job_ids:
+        return {}
+    rows = s.execute(select(JobRow.id, OrgRow.name, ProjectRow.name).join(OrgRow, OrgRow.id == JobRow.org_id)
+                     .join(ProjectRow, ProjectRow.id == JobRow.project_id).where(JobRow.id.in_(job_ids)))
+    return {j: (o, p) for j, o, p in rows}

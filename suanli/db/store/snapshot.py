@@ -35,6 +35,7 @@ from scheduler.types import (
     RunningJob,
     ShareNode,
     Snapshot,
+    device_healthy,
     project_key,
 )
 from suanli.db.models import (
@@ -69,7 +70,8 @@ class Loaded:
 def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: float,
                   node_timeout_s: float | None = None) -> Loaded:
     """The policy's snapshot at `now`. A server is schedulable when it is READY (not drained)
-    and, with `node_timeout_s`, has sent a heartbeat within that many seconds (else DOWN)."""
+    and, with `node_timeout_s`, has sent a heartbeat within that many seconds (else NOT_READY);
+    only its devices reported healthy (OK or Warning) are free for new work."""
     t = now.timestamp()
     nodes = list(s.scalars(select(NodeRow).order_by(NodeRow.name)))
     node_names = {n.id: n.name for n in nodes}
@@ -119,15 +121,19 @@ def load_snapshot(s: Session, now: datetime, config: PolicyConfig, half_life_s: 
             project=projects[j.project_id].name, pool=pool_of(j.org_id), priority_class=j.priority_class,
             device_milli=j.device_milli, grace_s=j.grace_s, stop_by=j.stop_by.timestamp() if j.stop_by else None,
         ))
+    # Devices whose agent reports them unhealthy (Alarm, Critical, Unknown) take no new work.
+    sick = {n.id: {int(d["index"]) for d in (n.devices or []) if not device_healthy(str(d.get("health", "OK")))}
+            for n in nodes}
     views = tuple(
         NodeView(
             name=n.name, accelerator_type=n.accelerator_type, device_count=n.device_count,
-            free_devices=tuple(i for i in range(n.device_count) if i not in claimed[n.id]),
+            free_devices=tuple(i for i in range(n.device_count) if i not in claimed[n.id] and i not in sick[n.id]),
             free_cpus=n.cpus - used_cpu[n.id], free_memory_mb=n.memory_mb - used_mem[n.id],
-            schedulable=n.status == "READY" and (node_timeout_s is None
-                                                  or not node_store.heartbeat_stale(n.last_heartbeat_at, now, node_timeout_s)),
+            # NOT_READY / LOST are stored by the sweep; a fresh heartbeat is what counts.
+            schedulable=n.status != node_store.DRAINED and (
+                node_timeout_s is None or not node_store.heartbeat_stale(n.last_heartbeat_at, now, node_timeout_s)),
             rack=(n.labels or {}).get("rack") or None,
-            shared=tuple(sorted((dev, 1000 - used) for dev, used in shares[n.id].items() if used < 1000)),
+            shared=tuple(sorted((dev, 1000 - used) for dev, used in shares[n.id].items() if used < 1000 and dev not in sick[n.id])),
         )
         for n in nodes
     )
