@@ -4,8 +4,12 @@
   `device`, `modelName`, `Hostname`), so dashboards made for dcgm-exporter work unchanged.
 - Ascend devices: npu-exporter's (`npu_chip_info_*`, labels `id`, `model_name`,
   `pcie_bus_info`, `vdie_id` and its pod labels, empty when no pod is known).
-- Both: suanli's unified `suanli_device_*` families with labels node/device/vendor/model/job,
-  and the agent's own `suanli_agent_*` health.
+- Both: suanli's unified `suanli_device_*` families with labels node/device/vendor/model/job/
+  org/project (from the heartbeat's answer: who holds each device), `suanli_device_idle_
+  allocation`, and the agent's own `suanli_agent_*` health (`suanli_agent_backend_up`).
+- While the backend is broken the last good sample is served, `suanli_agent_backend_up` is
+  0 and npu-exporter's `npu_chip_info_health_status` is -1 (unknown), as npu-exporter does
+  when it cannot read a chip.
 
 Invariants:
 - A scrape never samples devices: `collect()` only reads `AgentState`, which the sampler
@@ -66,6 +70,11 @@ DCGM_FAMILIES = (
     Family("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered.", lambda s: s.xid_last),
     Family("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).", lambda s: s.memory_free_mib),
     Family("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).", lambda s: s.memory_used_mib),
+    Family("DCGM_FI_DEV_ROW_REMAP_FAILURE", "gauge", "Whether remapping of rows has failed", lambda s: s.remapped_rows_failed),
+    Family("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "counter", "Total number of single-bit volatile ECC errors.",
+           lambda s: s.ecc_corrected_total),
+    Family("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "counter", "Total number of double-bit volatile ECC errors.",
+           lambda s: s.ecc_uncorrected_total),
 )
 
 # npu-exporter's names and HELP texts; memory in MB, power in W, temperature in C as it reports.
@@ -75,12 +84,13 @@ NPU_FAMILIES = (
     Family("npu_chip_info_hbm_total_memory", "gauge", "the npu hbm total memory", lambda s: s.memory_total_mib),
     Family("npu_chip_info_power", "gauge", "the npu power", lambda s: s.power_w),
     Family("npu_chip_info_temperature", "gauge", "the npu temperature", lambda s: s.temperature_c),
+    # 1 healthy, 0 not; -1 (unknown) is written by `_vendor_families` while the backend is broken.
     Family("npu_chip_info_health_status", "gauge", "the npu health status", lambda s: 1 if s.healthy else 0),
     Family("npu_chip_info_aicore_current_freq", "gauge", "the npu ai core current frequency, unit is 'MHz'", lambda s: s.core_clock_mhz),
     Family("npu_chip_info_error_code", "gauge", "the npu error code", lambda s: s.error_code),
 )
 
-UNIFIED_LABELS = ("node", "device", "vendor", "model", "job")
+UNIFIED_LABELS = ("node", "device", "vendor", "model", "job", "org", "project")
 
 
 class DeviceExporter:
@@ -107,9 +117,13 @@ class DeviceExporter:
     def collect(self) -> Iterator[Metric]:
         samples = self.state.samples()
         jobs = self.state.jobs()
+        broken = self.state.backend_error
         if samples:
-            yield from self._vendor_families(samples)
+            yield from self._vendor_families(samples, unknown=bool(broken))
             yield from self._unified_families(samples, jobs)
+        yield GaugeMetricFamily("suanli_agent_backend_up",
+                                "1 while the device backend (NVML, npu-smi, simulated) answers; 0 after a failure "
+                                "(the served sample is then the last good one).", value=0 if broken else 1)
         failures = CounterMetricFamily("suanli_agent_heartbeat_failures", "Heartbeats the API did not accept (network error or HTTP error).")
         failures.add_metric([], self.state.heartbeat_failures)
         yield failures
@@ -131,10 +145,10 @@ class DeviceExporter:
         return {"container_name": "", "id": str(s.index), "model_name": d.model, "namespace": "",
                 "pcie_bus_info": d.pci_bus_id, "pod_name": "", "vdie_id": d.vdie_id}
 
-    def _vendor_families(self, samples: tuple[DeviceSample, ...]) -> Iterator[Metric]:
+    def _vendor_families(self, samples: tuple[DeviceSample, ...], unknown: bool = False) -> Iterator[Metric]:
         families = DCGM_FAMILIES if self.vendor is Vendor.NVIDIA else NPU_FAMILIES
         for fam in families:
-            values = [(s, fam.value(s)) for s in samples]
+            values = [(s, -1 if unknown and fam.name == "npu_chip_info_health_status" else fam.value(s)) for s in samples]
             if all(v is None for _, v in values):
                 continue  # the backend does not measure it
             m = Metric(fam.name, fam.help, fam.type)
@@ -163,15 +177,20 @@ class DeviceExporter:
             ("suanli_device_temperature_celsius", "Device temperature, degrees Celsius.", lambda s: s.temperature_c),
             ("suanli_device_healthy", "1 if the device is healthy (OK or Warning), 0 if not (Alarm, Critical).",
              lambda s: 1 if s.healthy else 0),
-            ("suanli_device_allocated", "1 if the scheduler has given the device to a job (label `job`), else 0.",
+            ("suanli_device_allocated", "1 if the scheduler has given the device to a job (labels job, org, project), else 0.",
              lambda s: 1 if s.index in jobs else 0),
+            ("suanli_device_idle_allocation", "1 if the device is an idle allocation: given to a job but below the "
+             "center's utilization threshold for its idle window (as the API judges it), else 0.",
+             lambda s: 1 if s.index in idle and s.index in jobs else 0),
         )
+        owners, idle = self.state.owners()
         for name, doc, get in specs:
             g = GaugeMetricFamily(name, doc, labels=list(UNIFIED_LABELS))
             for s in samples:
                 job = jobs.get(s.index)
-                g.add_metric([self.node, str(s.index), self.vendor.value, self._info(s).model, "" if job is None else str(job)],
-                             float(get(s)))  # type: ignore[arg-type]
+                org, project = owners.get(s.index, ("", "")) if job is not None else ("", "")
+                g.add_metric([self.node, str(s.index), self.vendor.value, self._info(s).model,
+                              "" if job is None else str(job), org, project], float(get(s)))  # type: ignore[arg-type]
             yield g
 
     # ---------------------------------------------------------------- exposition
@@ -223,11 +242,14 @@ class Sampler:
                 if self._last_error:
                     log.info("device sampling works again")
                 self._last_error = ""
+                self.exporter.state.set_backend_error("")
             except Exception as e:  # noqa: BLE001 - a driver error must not end telemetry for good
                 msg = f"{type(e).__name__}: {e}"
                 if msg != self._last_error:
                     log.error("device sampling failed: %s (serving the previous sample)", msg)
                 self._last_error = msg
+                # Heartbeats now report the devices' health as Unknown: nothing new is placed on them.
+                self.exporter.state.set_backend_error(msg)
             if self._stop.wait(self.interval):
                 return
 

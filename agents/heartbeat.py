@@ -13,6 +13,9 @@ Invariants:
   counts a failure in `AgentState` and schedules the next try after a capped exponential
   backoff (1 s, 2 s, 4 s, ... 30 s). A success resets the backoff and the retry interval
   becomes the normal `interval` again.
+- Each device reports its health (Unknown, with the backend's error as the reason, while the
+  backend cannot be read) and its peak utilization since the previous beat (None when
+  unknown), which the API's idle-allocation detection uses.
 - The allocation is replaced only by a successful beat: after failures the agent keeps
   showing the last allocation it was told, never a guessed one.
 """
@@ -95,15 +98,23 @@ class HeartbeatClient:
     def body(self) -> dict[str, Any]:
         """The heartbeat document (HeartbeatIn)."""
         samples = self.state.samples() or tuple(self.collector.sample())  # first beat may precede the sampler
-        health = {s.index: str(s.health) for s in samples}
+        by_index = {s.index: s for s in samples}
+        peaks = self.state.take_peaks() or {s.index: s.utilization_pct for s in samples}
+        broken = self.state.backend_error  # the devices cannot be read: their health is unknown
+
+        def device(d: Any) -> dict[str, Any]:
+            s = by_index.get(d.index)
+            health = "Unknown" if broken or s is None else str(s.health)
+            reason = broken[:200] if broken else (s.health_reason[:200] if s is not None else "no sample")
+            return {"index": d.index, "uuid": d.uuid, "model": d.model, "memory_mb": d.memory_total_mib,
+                    "health": health, "health_reason": reason if health != "OK" else "",
+                    "utilization_pct": None if broken or d.index not in peaks else round(min(100.0, peaks[d.index]), 3)}
+
         return {
             "accelerator_type": self.accelerator_type,
             "cpus": self.cpus,
             "memory_mb": self.memory_mb,
-            "devices": [
-                {"index": d.index, "uuid": d.uuid, "model": d.model, "memory_mb": d.memory_total_mib, "health": health.get(d.index, "OK")}
-                for d in self.collector.inventory()
-            ],
+            "devices": [device(d) for d in self.collector.inventory()],
             "labels": self.labels,
             "agent_version": suanli.__version__,
         }
@@ -117,10 +128,13 @@ class HeartbeatClient:
         if resp.status_code >= 400:
             return self._failed(f"refused by the API: HTTP {resp.status_code} {_problem(resp)}")
         try:
-            jobs = _allocation(resp.json())
+            doc = resp.json()
+            jobs = _allocation(doc)
+            owners, idle = _owners(doc)
         except (ValueError, KeyError, TypeError) as e:
             return self._failed(f"unreadable answer from the API (HTTP {resp.status_code}: {e})")
         self._apply(jobs)
+        self.state.set_owners(owners, idle)
         self.state.heartbeat_ok(self.wall_clock())
         if not self._registered:
             log.info("node %s registered with %s (%s, %d devices)", self.node, self.api_url, self.accelerator_type, len(jobs))
@@ -177,3 +191,10 @@ def _problem(resp: httpx.Response) -> str:
 def _allocation(node: Any) -> dict[int, int | None]:
     """device index -> job id (None if free), from a NodeOut document."""
     return {int(d["index"]): (None if d.get("job_id") is None else int(d["job_id"])) for d in node["devices"]}
+
+
+def _owners(node: Any) -> tuple[dict[int, tuple[str, str]], set[int]]:
+    """device index -> (org, project) of its job, and the idle-allocation devices."""
+    owners = {int(d["index"]): (str(d.get("org") or ""), str(d.get("project") or ""))
+              for d in node["devices"] if d.get("job_id") is not None}
+    return owners, {int(d["index"]) for d in node["devices"] if d.get("idle")}

@@ -20,7 +20,8 @@ from scheduler.types import Vendor
 FIXTURES = Path("/work/shared/fixtures")
 FLOAT = re.compile(r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|NaN|[+-]?Inf)$")
 UNIFIED = {"suanli_device_utilization_ratio", "suanli_device_memory_used_bytes", "suanli_device_memory_total_bytes",
-           "suanli_device_power_watts", "suanli_device_temperature_celsius", "suanli_device_healthy", "suanli_device_allocated"}
+           "suanli_device_power_watts", "suanli_device_temperature_celsius", "suanli_device_healthy", "suanli_device_allocated",
+           "suanli_device_idle_allocation"}
 
 
 def families(text: str) -> dict[str, tuple[str, set[str], str]]:
@@ -82,8 +83,10 @@ def scrape(e: DeviceExporter) -> str:
     return e.render().decode()
 
 
-def values(text: str, name: str, key: str = "device") -> dict[str, float]:
-    return {s.labels[key]: s.value for f in text_string_to_metric_families(text) for s in f.samples if f.name == name}
+def values(text: str, name: str, key: str | None = "device") -> dict[str, float]:
+    """label `key` -> value of family `name` (key None: "" -> the one unlabelled value)."""
+    return {s.labels[key] if key else "": s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if f.name == name}
 
 
 @pytest.mark.parametrize(
@@ -127,9 +130,12 @@ def test_dcgm_counter_keeps_its_exact_sample_name() -> None:
 
 @pytest.mark.parametrize("vendor", list(Vendor))
 def test_unified_families_carry_node_device_vendor_model_job(vendor: Vendor) -> None:
-    """Each suanli_device_* family has exactly the labels node/device/vendor/model/job for every
-    device; job is the scheduler's job id on an allocated device and "" on a free one."""
+    """Each suanli_device_* family has exactly the labels node/device/vendor/model/job/org/
+    project for every device; job, org and project are the scheduler's (from the heartbeat's
+    answer) on an allocated device and "" on a free one; the idle-allocation gauge is 1 only
+    on the device the API called idle."""
     e, _ = make(vendor, {2: 41})
+    e.state.set_owners({2: ("tsinghua", "llm")}, {2})
     text = scrape(e)
     fams = families(text)
     assert UNIFIED <= set(fams)
@@ -137,11 +143,13 @@ def test_unified_families_carry_node_device_vendor_model_job(vendor: Vendor) -> 
         if fam.name in UNIFIED:
             assert len(fam.samples) == 4
             for s in fam.samples:
-                assert set(s.labels) == {"node", "device", "vendor", "model", "job"}
+                assert set(s.labels) == {"node", "device", "vendor", "model", "job", "org", "project"}
+                assert (s.labels["org"], s.labels["project"]) == (("tsinghua", "llm") if s.labels["device"] == "2" else ("", ""))
                 assert (s.labels["node"], s.labels["vendor"]) == ("node-a", vendor.value)
                 assert s.labels["model"] == e.inventory[int(s.labels["device"])].model
                 assert s.labels["job"] == ("41" if s.labels["device"] == "2" else "")
     assert values(text, "suanli_device_allocated") == {"0": 0, "1": 0, "2": 1, "3": 0}
+    assert values(text, "suanli_device_idle_allocation") == {"0": 0, "1": 0, "2": 1, "3": 0}
     assert values(text, "suanli_device_memory_total_bytes")["0"] == e.inventory[0].memory_total_mib * 1024 * 1024
 
 
@@ -194,6 +202,19 @@ def test_unhealthy_device_is_exported_as_unhealthy() -> None:
     assert values(text, "suanli_device_healthy") == {"0": 1, "1": 1, "2": 1, "3": 0}
     assert values(text, "npu_chip_info_health_status", "id")["3"] == 0
     assert values(text, "npu_chip_info_error_code", "id")["3"] == 80
+
+
+def test_broken_backend_is_exported_as_unknown_health() -> None:
+    """Invariant: while the backend fails, the last good sample is served, suanli_agent_backend_up
+    is 0 and npu-exporter's health_status is -1 for every chip; a working sample restores 1."""
+    e, c = make(Vendor.ASCEND)
+    assert values(scrape(e), "suanli_agent_backend_up", None) == {"": 1}
+    e.state.set_backend_error("BackendError: npu-smi not found")
+    text = scrape(e)
+    assert values(text, "suanli_agent_backend_up", None) == {"": 0}
+    assert set(values(text, "npu_chip_info_health_status", "id").values()) == {-1}
+    e.state.set_backend_error("")
+    assert set(values(scrape(e), "npu_chip_info_health_status", "id").values()) == {1}
 
 
 def test_agent_heartbeat_metrics() -> None:
