@@ -11,8 +11,12 @@ Invariants:
   configuration problem, printed as one line on stderr.
 - `ray-args` and `suanli.localray` share `ray_node_args`, so a server's Ray node advertises
   the same resources and labels in production as in the local demo cluster.
-- Backends: `simulated` works; `nvidia` and `ascend` are not implemented in this version;
-  `auto` finds no usable backend yet and says so (it never silently simulates).
+- Backends: `nvidia` (NVML, `agents.devices.nvml`), `ascend` (`npu-smi`), `simulated`.
+  `auto` picks nvidia when NVML initialises, else ascend when `npu-smi` is on PATH and
+  answers, else it exits 2 with NO_ACCELERATOR; it never silently simulates. A chosen backend
+  that cannot start (no driver, tool failing) is one line naming it and the reason, exit 2.
+- `inspect` builds its collector exactly as `run` does (or from a saved `npu-smi info`
+  output), takes one sample and shows the metrics text `run` would serve for it.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
                    help="node name, also its Ray label suanli.io/node (env SUANLI_AGENT_NODE; default: host name)")
     p.add_argument("--backend", choices=["auto", "nvidia", "ascend", "simulated"], default=env("SUANLI_AGENT_BACKEND") or "auto",
                    help="where device data comes from (env SUANLI_AGENT_BACKEND; default auto)")
-    p.add_argument("--accelerator-type", help="the center's name for this server's devices, e.g. nvidia-a100-80g")
+    p.add_argument("--accelerator-type", default=env("SUANLI_AGENT_ACCELERATOR_TYPE") or None,
+                   help="the center's name for this server's devices, e.g. nvidia-a100-80g (env SUANLI_AGENT_ACCELERATOR_TYPE)")
     p.add_argument("--vendor", choices=[v.value for v in Vendor],
                    help="device vendor (default: from the accelerator type's prefix nvidia-/ascend-)")
     p.add_argument("--devices", type=int, default=8, help="number of devices (simulated backend, ray-args); default 8")
@@ -80,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="random seed of the simulated devices")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
-    inspect = sub.add_parser("inspect", help="print what the agent sees, e.g. from a captured `npu-smi info` output")
-    inspect.add_argument("--from-npu-smi", type=Path, required=True, metavar="FILE",
-                         help="a saved `npu-smi info` output (for operators debugging a server offline)")
+    inspect = sub.add_parser("inspect", help="print what the agent sees: devices, health, topology and the metrics it would export")
+    _add_server_args(inspect)
+    inspect.add_argument("--from-npu-smi", type=Path, metavar="FILE",
+                         help="read a saved `npu-smi info` output instead of the devices (for debugging a server offline)")
+    inspect.add_argument("--seed", type=int, default=None, help="random seed of the simulated devices")
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
     ray = sub.add_parser("ray-args", help="print the `ray start` flags for this server")
@@ -137,34 +144,69 @@ def server_spec(args: argparse.Namespace) -> Any:
         raise UsageError(f"--{field.replace('_', '-')}: {first['msg']}") from None
 
 
-def _nvml_usable() -> bool:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _nvml_probe() -> tuple[bool, str]:
+    """(usable, why not) for NVML; a build without the nvidia backend module is 'not usable'."""
     try:
-        import pynvml  # type: ignore[import-not-found]  # from nvidia-ml-py, optional
-    except ImportError:
-        return False
+        from agents.devices.nvml import nvml_available
+    except ImportError as e:
+        return False, f"the nvidia backend is not available ({_first_line(e)})"
     try:
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - NVMLError of any kind: no usable driver
-        return False
+        return nvml_available()
+    except Exception as e:  # noqa: BLE001 - a probe answers, it does not crash the agent
+        return False, _first_line(e)
+
+
+def _start(backend: str, factory: Any) -> Any:
+    """Build a hardware collector and take its inventory once, so a broken driver or tool is
+    one line at startup (naming the backend), not a traceback later."""
     try:
-        pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001
-        pass
-    return True
+        collector = factory()
+        if not collector.inventory():
+            raise UsageError(f"{backend} backend: no devices found")
+    except UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - BackendError or a driver's own exception type
+        raise UsageError(f"{backend} backend: {_first_line(e)}") from None
+    return collector
+
+
+def _nvidia() -> Any:
+    from agents.devices.nvml import NvmlCollector
+
+    return _start("nvidia", NvmlCollector)
+
+
+def _ascend() -> Any:
+    from agents.devices.ascend import AscendCollector
+
+    return _start("ascend", AscendCollector)
 
 
 def make_collector(args: argparse.Namespace) -> Any:
+    """The collector `--backend` names; `auto`: NVML, then npu-smi, else NO_ACCELERATOR."""
     backend = args.backend
     if backend == "auto":
-        if _nvml_usable():
-            raise UsageError("NVIDIA GPUs found via NVML, but the nvidia backend is not implemented in this version; "
-                             "use --backend simulated for development")
+        usable, _ = _nvml_probe()
+        if usable:
+            return _nvidia()
         if shutil.which("npu-smi"):
-            raise UsageError("npu-smi found, but the ascend backend is not implemented in this version; "
-                             "use --backend simulated for development")
+            try:
+                return _ascend()
+            except UsageError as e:  # npu-smi present but not answering: say why, not just "none"
+                raise UsageError(f"{NO_ACCELERATOR} ({e})") from None
         raise UsageError(NO_ACCELERATOR)
-    if backend in ("nvidia", "ascend"):
-        raise UsageError(f"--backend {backend} is not implemented in this version; use --backend simulated for development")
+    if backend == "nvidia":
+        usable, why = _nvml_probe()
+        if not usable:
+            raise UsageError(f"nvidia backend: {why}")
+        return _nvidia()
+    if backend == "ascend":
+        return _ascend()
     from agents.devices.simulated import SimulatedCollector
 
     spec = server_spec(args)
@@ -200,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
     collector = make_collector(args)  # no usable devices is the more basic problem: say it first
+    _require_type(args)  # the center's name for these devices goes into every heartbeat
     token = _token(args)
     labels = _labels(args.label)
 
@@ -263,21 +306,99 @@ def ray_start_flags(ray: dict[str, Any]) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """What a captured `npu-smi info` output says: chips (health, power, temperature, AI Core,
-    memory), processes, version. Unknown lines are skipped by the parser, so a file that
-    is not an npu-smi output gives an empty result and exit 1, never a traceback."""
+    """What the agent sees: from the devices (the collector `run` would build), or from a
+    captured `npu-smi info` output with `--from-npu-smi FILE`."""
+    if args.from_npu_smi is not None:
+        return _inspect_file(args)
+    return _inspect_live(args)
+
+
+def _exporter(collector: Any, node: str, backend: str) -> Any:
+    """An exporter over `collector` with one sample taken (what `run` serves first)."""
+    from agents.exporter import DeviceExporter
+
+    try:
+        exporter = DeviceExporter(collector, node)
+        exporter.refresh()
+    except Exception as e:  # noqa: BLE001 - BackendError or a driver's own error: one line
+        raise UsageError(f"{backend} backend: sampling failed: {_first_line(e)}") from None
+    return exporter
+
+
+def _backend_name(collector: Any) -> str:
+    """The backend a collector came from: `simulated`, else its vendor (nvidia = NVML, ascend = npu-smi)."""
+    from agents.devices.simulated import SimulatedCollector
+
+    return "simulated" if isinstance(collector, SimulatedCollector) else Vendor(collector.vendor).value
+
+
+def _inspect_live(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from agents.devices.ascend import parse_info
+    from agents.devices.base import SupportsTopology
+
+    collector = make_collector(args)
+    backend = _backend_name(collector)
+    exporter = _exporter(collector, args.node, backend)
+    samples = {s.index: s for s in exporter.state.samples()}
+    devices = [asdict(d) | {"sample": asdict(samples[d.index]) if d.index in samples else None}
+               for d in exporter.inventory.values()]
+    health = [{"index": s.index, "health": str(s.health), "healthy": s.healthy, "reason": s.health_reason}
+              for s in samples.values()]
+    topology = collector.topology() if isinstance(collector, SupportsTopology) else None
+    metrics = exporter.render().decode()
+    if args.json:
+        print(json.dumps({"node": args.node, "backend": backend, "vendor": exporter.vendor.value, "devices": devices,
+                          "topology": topology, "health": health, "metrics": metrics}, indent=2))
+        return 0
+    print(f"node {args.node}: {len(devices)} {exporter.vendor.value} device(s) via the {backend} backend")
+    for d in exporter.inventory.values():
+        s = samples.get(d.index)
+        line = f"  {d.index} {d.model} {d.uuid} bus {d.pci_bus_id or '?'}"
+        if s is not None:
+            line += (f"  {s.health}{' (' + s.health_reason + ')' if s.health_reason else ''}  util {s.utilization_pct:g}%  "
+                     f"mem {s.memory_used_mib:g}/{s.memory_total_mib:g} MiB  {s.power_w:g} W  {s.temperature_c:g} C  "
+                     f"{s.core_clock_mhz:g} MHz")
+        print(line)
+    if topology is not None:
+        print("topology:")
+        for i, row in enumerate(topology):
+            print(f"  {i:>3} " + " ".join(f"{w:>5}" for w in row))
+    print("metrics (what /metrics would serve now):")
+    print(metrics, end="")
+    return 0
+
+
+def _file_runner(text: str) -> Any:
+    """An npu-smi runner answering `npu-smi info` with the saved text and failing for any other
+    query (the file holds the main table only), so the collector's optional fields stay empty."""
+
+    def run(cmd: list[str]) -> str:
+        if cmd[1:] == ["info"]:
+            return text
+        raise RuntimeError("not in the saved file")
+
+    return run
+
+
+def _inspect_file(args: argparse.Namespace) -> int:
+    """What a captured `npu-smi info` output says: chips (health, power, temperature, AI Core,
+    memory), processes, version, and the metrics the agent would export for it. Unknown lines
+    are skipped by the parser, so a file that is not an npu-smi output gives an empty result and
+    exit 1, never a traceback."""
+    from dataclasses import asdict
+
+    from agents.devices.ascend import AscendCollector, parse_info
 
     try:
         text = args.from_npu_smi.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise UsageError(f"--from-npu-smi {args.from_npu_smi}: {e.strerror or e}") from None
     info = parse_info(text)
+    metrics = _exporter(AscendCollector(_file_runner(text)), args.node, "ascend").render().decode() if info.chips else None
     doc = {"source": str(args.from_npu_smi), "version": info.version, "npus": info.npu_ids,
            "chips": [asdict(c) | {"health_state": c.health_state.value if c.health_state else None} for c in info.chips],
-           "processes": [asdict(x) for x in info.processes], "idle_npus": list(info.idle_npus)}
+           "processes": [asdict(x) for x in info.processes], "idle_npus": list(info.idle_npus), "metrics": metrics}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -289,6 +410,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                   f"{c.power_w} W  {c.temperature_c} C  {mem}")
         for x in info.processes:
             print(f"  process {x.pid} {x.name} on NPU {x.npu_id} chip {x.chip_id}: {x.memory_mb} MB")
+        if metrics:
+            print("metrics (what /metrics would serve for this output):")
+            print(metrics, end="")
     return 0 if info.chips else 1
 
 

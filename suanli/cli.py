@@ -140,6 +140,7 @@ cli_jobs.register_admin(admin_app)
 
 # Billing commands (accounts, programs and vouchers, statements and reports), in their own modules.
 from suanli import cli_accounts, cli_cluster, cli_identity, cli_programs, cli_reports  # noqa: E402
+from suanli.bench_agent import register as register_bench_agent  # noqa: E402
 from suanli.bench_api import register as register_bench_api  # noqa: E402
 from suanli.bench_ledger import register as register_bench_ledger  # noqa: E402
 
@@ -147,6 +148,7 @@ for _module in (cli_accounts, cli_programs, cli_reports, cli_identity, cli_clust
     _module.register(app, admin_app)
 register_bench_ledger(bench_app)
 register_bench_api(bench_app)
+register_bench_agent(bench_app)
 
 
 @bench_app.command("simulate")

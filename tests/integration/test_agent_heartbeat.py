@@ -329,21 +329,27 @@ def test_ray_args_agree_with_localray(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_auto_backend_without_accelerators_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """With neither NVML nor npu-smi, `run` (backend auto) exits 2 with one clear line."""
+    """With neither NVML nor npu-smi (this machine: no NVIDIA driver, no npu-smi on PATH), `run`
+    (backend auto) exits 2 with exactly the NO_ACCELERATOR line; it never falls back to simulating."""
     from agents.main import NO_ACCELERATOR, main
 
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError: no NVML either way
     monkeypatch.setenv("PATH", str(tmp_path))  # no npu-smi
     monkeypatch.delenv("SUANLI_AGENT_BACKEND", raising=False)
     assert main(["run"]) == 2
     assert capsys.readouterr().err == f"suanli-agent: {NO_ACCELERATOR}\n"
 
 
-@pytest.mark.parametrize("backend", ["nvidia", "ascend"])
-def test_hardware_backends_are_not_implemented_yet(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """--backend nvidia|ascend exit 2 and say they are not implemented in this version."""
+@pytest.mark.parametrize("backend, reason", [("nvidia", "nvidia backend: "), ("ascend", "ascend backend: npu-smi not found")])
+def test_hardware_backend_without_its_driver_exits_2(backend: str, reason: str, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--backend nvidia|ascend on a machine without that driver (no NVML library, no npu-smi on PATH):
+    exit 2 with one stderr line naming the backend and why, before any token or network is needed."""
     from agents.main import main
 
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("SUANLI_AGENT_TOKEN", raising=False)
     assert main(["run", "--backend", backend, "--accelerator-type", f"{backend}-x"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not implemented in this version" in err
+    assert err.startswith(f"suanli-agent: {reason}") and err.count("\n") == 1

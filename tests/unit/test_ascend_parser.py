@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from agents.devices import ascend
 from agents.devices.ascend import AscendCollector, AscendInfo, parse_info, parse_kv, parse_list
-from agents.devices.base import Health
+from agents.devices.base import BackendError, Health
+from scheduler.types import Vendor
 
 FIXTURES = Path("/work/shared/fixtures/ascend")
 
@@ -368,3 +369,196 @@ def test_default_runner_missing_binary():
     """The default subprocess runner with a binary that does not exist: error message, no exception."""
     reading = AscendCollector(binary="/nonexistent/npu-smi-for-test", timeout_s=2).read()
     assert reading.chips == () and "not found" in reading.error
+
+
+# ---------------------------------------------------------------- the Collector protocol
+
+
+def fake_npu_smi(table: str, answers: dict[tuple[str, ...], str] | None = None,
+                 calls: list[list[str]] | None = None) -> ascend.Runner:
+    """A runner standing in for the `npu-smi` binary (no Ascend hardware here): `npu-smi info`
+    answers the recorded table, `info -t ...` the recorded outputs in `answers` keyed by the
+    arguments after `info`; anything else fails as npu-smi does for an unknown query."""
+
+    def run(cmd: list[str]) -> str:
+        if calls is not None:
+            calls.append(cmd)
+        if cmd == ["npu-smi", "info"]:
+            return table
+        key = tuple(cmd[2:])
+        if answers and key in answers:
+            return answers[key]
+        raise subprocess.CalledProcessError(255, cmd, stderr="Usage: npu-smi info <watch|proc-mem|...>\n")
+
+    return run
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_inventory_910b3x8_models_memory_bus_and_ids():
+    """910B3 x8: 8 devices 0..7 in npu-id order, model Ascend910B3, 65536 MiB each, bus ids as printed,
+    the driver version from the banner; NPU 0's `-t board` serial gives uuid `NPU-<serial>-<chip>`; the rest
+    (no board output) get `NPU-<uuid5 of the bus id>`, distinct and the same in a second collector;
+    AI-core clock from `-t common`, HBM clock from `-t memory`; the inventory is taken once."""
+    table = fixture("npu-smi-info-910b3x8-23.0.7.txt")
+    answers = {("-t", "board", "-i", "0"): fixture("npu-smi-info-t-board-i0-910b-25.5.1.txt"),
+               ("-t", "common", "-i", "0", "-c", "0"): fixture("npu-smi-info-t-common-i1-910b4.txt"),
+               ("-t", "memory", "-i", "0", "-c", "0"): fixture("npu-smi-info-t-memory-i1-910b4.txt")}
+    calls: list[list[str]] = []
+    c = AscendCollector(fake_npu_smi(table, answers, calls))
+    devices = c.inventory()
+    assert c.vendor is Vendor.ASCEND
+    assert [d.index for d in devices] == list(range(8))
+    assert {d.model for d in devices} == {"Ascend910B3"} and {d.memory_total_mib for d in devices} == {65536}
+    assert [d.pci_bus_id for d in devices][:2] == ["0000:C1:00.0", "0000:C2:00.0"] and devices[7].pci_bus_id == "0000:42:00.0"
+    assert {d.driver_version for d in devices} == {"23.0.7"}
+    assert (devices[0].serial, devices[0].uuid) == ("1025C9048791", "NPU-1025C9048791-0")
+    others = [d.uuid for d in devices[1:]]
+    assert len(set(others)) == 7 and all(u.startswith("NPU-") and len(u) == 40 for u in others)
+    assert [d.uuid for d in AscendCollector(fake_npu_smi(table)).inventory()][1:] == others
+    s = c.sample()
+    assert (s[0].core_clock_mhz, s[0].memory_clock_mhz) == (1800, 1600)
+    assert (s[1].core_clock_mhz, s[1].memory_clock_mhz) == (0, 0)  # not shown for NPU 1: unknown reads 0
+    n = len(calls)
+    c.inventory()
+    assert len(calls) == n
+
+
+def test_vdie_id_is_the_uuid_when_board_shows_it():
+    """`-t board -i N -c C` with a `VDie ID`: the die id becomes `vdie_id` (npu-exporter's label) and the
+    uuid `NPU-<die id words joined by ->`, preferred over the serial."""
+    answers = {("-t", "board", "-i", "1", "-c", "0"): fixture("npu-smi-info-t-board-i0-c0-doc-23.0.5.txt"),
+               ("-t", "board", "-i", "1"): fixture("npu-smi-info-t-board-i0-910b-25.5.1.txt")}
+    d = AscendCollector(fake_npu_smi(fixture("npu-smi-info-910a-warning-23.0.rc3.txt"), answers)).inventory()[0]
+    assert d.vdie_id == "42C711D4 20B03704 4A10C8D4 14CC040A D2102003"
+    assert d.uuid == "NPU-42C711D4-20B03704-4A10C8D4-14CC040A-D2102003"
+    assert d.serial == "1025C9048791" and d.model == "Ascend910A" and d.memory_total_mib == 32768
+
+
+def test_sample_910b3x8_values_exact():
+    """One `npu-smi info` per sample: AI Core % → utilization, HBM pair → memory MiB, HBM used % →
+    memory_utilization_pct, power, temperature as printed; health OK with error code 0 and no reason."""
+    calls: list[list[str]] = []
+    c = AscendCollector(fake_npu_smi(fixture("npu-smi-info-910b3x8-23.0.7.txt"), calls=calls), clock_every=0)
+    c.inventory()
+    calls.clear()
+    s = c.sample()
+    assert calls == [["npu-smi", "info"]]
+    assert [x.memory_used_mib for x in s] == [3338, 3337, 3334, 3334, 3334, 3334, 3334, 3338]
+    assert {x.memory_total_mib for x in s} == {65536}
+    assert s[0].memory_utilization_pct == round(100 * 3338 / 65536, 3)
+    assert [x.power_w for x in s] == [102.8, 97.6, 96.5, 108.7, 103.9, 99.3, 107.7, 105.1]
+    assert [x.temperature_c for x in s] == [55, 54, 56, 57, 58, 56, 58, 59]
+    assert all(x.utilization_pct == 0 and x.health is Health.OK and x.health_reason == "" and x.error_code == 0 for x in s)
+    assert all(x.xid_last is None and x.ecc_uncorrected_total is None for x in s)
+
+
+def test_gap_and_sparse_ids_become_contiguous_indices():
+    """NPU ids 0,1,3,4 (910B4) are devices 0..3 (device 2 is NPU 3: 92.4 W, bus 0000:02:00.0); the 310P's ids
+    0..32896 are devices 0..7 with the Memory-Usage pair as memory (no HBM) and power `NA` read as 0."""
+    c = AscendCollector(fake_npu_smi(fixture("npu-smi-info-910b4-24.1.rc3-process.txt")))
+    d, s = c.inventory(), c.sample()
+    assert [x.index for x in d] == [0, 1, 2, 3] and d[2].pci_bus_id == "0000:02:00.0"
+    assert (s[0].memory_used_mib, s[0].memory_total_mib, s[2].power_w) == (29070, 32768, 92.4)
+    p = AscendCollector(fake_npu_smi(fixture("npu-smi-info-310p3x8-24.1.0.1.txt")))
+    d, s = p.inventory(), p.sample()
+    assert [x.index for x in d] == list(range(8)) and d[3].pci_bus_id == "0000:81:00.0"
+    assert {x.memory_total_mib for x in d} == {21527} and {x.model for x in d} == {"Ascend310P3"}
+    assert [x.memory_used_mib for x in s] == [1844, 1846, 1845, 1846, 1844, 1843, 1844, 1846]
+    assert all(x.power_w == 0 and x.energy_mj == 0 for x in s)
+
+
+def test_warning_fixture_is_warning_with_reason_and_error_code():
+    """910A in `Warning`: Health.WARNING (still healthy) with reason "npu-smi health Warning"; the error code
+    comes from `-t health` (hex, here the doc sample's `NA` → 0), asked once while the word stays the same."""
+    calls: list[list[str]] = []
+    answers = {("-t", "health", "-i", "1", "-c", "0"): fixture("npu-smi-info-t-health-i0-c0-doc-23.0.5.txt")}
+    c = AscendCollector(fake_npu_smi(fixture("npu-smi-info-910a-warning-23.0.rc3.txt"), answers, calls), clock_every=0)
+    s = c.sample()[0]
+    assert s.health is Health.WARNING and s.healthy and s.health_reason == "npu-smi health Warning" and s.error_code == 0
+    c.sample()
+    assert sum(cmd[3:4] == ["health"] for cmd in calls) == 1
+    coded = {("-t", "health", "-i", "1", "-c", "0"): " Health Status : Warning\n Error Code : 80E18008 80E18402\n"}
+    s = AscendCollector(fake_npu_smi(fixture("npu-smi-info-910a-warning-23.0.rc3.txt"), coded)).sample()[0]
+    assert s.error_code == 0x80E18008 and s.health_reason == "npu-smi health Warning, error code 80E18008"
+
+
+@pytest.mark.parametrize("word, state", [("Alarm", Health.ALARM), ("Critical", Health.CRITICAL), ("Error", Health.WARNING),
+                                         ("NA", Health.WARNING)])
+def test_health_words_on_samples(word, state):
+    """Alarm/Critical map to themselves (unhealthy); an unknown word or `NA` is Warning (the chip keeps
+    running) with the word in the reason; a `-t health` that fails leaves the error code None."""
+    text = fixture("npu-smi-info-910b3x8-23.0.7.txt").replace("| OK            |", f"| {word:<14}|", 1)
+    s = AscendCollector(fake_npu_smi(text)).sample()
+    assert s[0].health is state and s[0].health_reason == f"npu-smi health {word}" and s[0].error_code is None
+    assert s[0].healthy == state.healthy and s[1].health is Health.OK
+
+
+def test_energy_is_the_integral_of_power_and_never_decreases():
+    """energy_mj starts at 0 and grows by power × elapsed × 1000 on the injected clock (102.8 W for 2 s →
+    205600 mJ); a clock that does not move adds nothing; it never decreases."""
+    clock = Clock()
+    c = AscendCollector(fake_npu_smi(fixture("npu-smi-info-910b3x8-23.0.7.txt")), clock=clock)
+    seen = [c.sample()[0].energy_mj]
+    for dt in (2.0, 0.0, 0.5, 3.0):
+        clock.t += dt
+        seen.append(c.sample()[0].energy_mj)
+    assert seen[:2] == [0, 205600] and seen == sorted(seen) and seen[2] == seen[1]
+    assert seen[-1] == int(102.8 * 5.5 * 1000)
+
+
+def test_clock_refreshed_every_n_samples_only():
+    """`-t common` (one call per chip) runs at inventory and then every `clock_every` samples, not per sample."""
+    calls: list[list[str]] = []
+    c = AscendCollector(fake_npu_smi(fixture("npu-smi-info-910a-warning-23.0.rc3.txt"), calls=calls), clock_every=3)
+    for _ in range(7):
+        c.sample()
+    assert sum(cmd[3:4] == ["common"] for cmd in calls) == 1 + 2  # inventory, samples 3 and 6
+    assert sum(cmd == ["npu-smi", "info"] for cmd in calls) == 1 + 7
+
+
+@pytest.mark.parametrize("exc, phrase", [
+    (FileNotFoundError(2, "No such file or directory", "npu-smi"), "npu-smi not found"),
+    (subprocess.TimeoutExpired(["npu-smi", "info"], 10), "timed out after 10"),
+    (subprocess.CalledProcessError(255, ["npu-smi", "info"], stderr="dcmi module initialize failed. ret is -8005\n"),
+     "dcmi module initialize failed"),
+])
+def test_broken_npu_smi_raises_backend_error_only(exc, phrase):
+    """A missing, hanging or failing npu-smi makes `inventory()` and `sample()` raise base.BackendError with
+    one line, also after a good inventory; garbage output is a BackendError too."""
+    broken = [False]
+
+    def runner(cmd: list[str]) -> str:
+        if broken[0]:
+            raise exc
+        return fixture("npu-smi-info-910b3x8-23.0.7.txt")
+
+    c = AscendCollector(runner)
+    c.inventory()
+    broken[0] = True
+    with pytest.raises(BackendError) as e:
+        c.sample()
+    assert phrase in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(BackendError, match=phrase):
+        AscendCollector(runner).inventory()
+    with pytest.raises(BackendError, match="no NPU rows"):
+        AscendCollector(lambda cmd: "garbage\n").sample()
+
+
+def test_chip_gone_after_inventory_is_critical():
+    """A chip of the inventory that npu-smi stops listing is Critical ("missing from npu-smi info") at its
+    index; the others keep their own values."""
+    full = fixture("npu-smi-info-910b4-24.1.rc3-process.txt")
+    text = [full]
+    c = AscendCollector(lambda cmd: text[0] if cmd == ["npu-smi", "info"] else 1 / 0)
+    c.inventory()
+    text[0] = "\n".join(line for line in full.splitlines() if "| 3     910B4" not in line and "0000:02:00.0" not in line)
+    s = c.sample()
+    assert s[2].health is Health.CRITICAL and s[2].health_reason == "missing from npu-smi info"
+    assert (s[1].power_w, s[1].memory_used_mib) == (86.7, 2824) and s[3].power_w == 82.6 and s[3].health is Health.OK
