@@ -160,6 +160,45 @@ def test_allocation_from_response_drives_set_busy(bare: Center) -> None:
     assert collector.busy() == {} and hb.state.jobs() == {}
 
 
+def test_beat_reports_peak_utilization_health_and_learns_owners(bare: Center) -> None:
+    """Invariants: each device reports its highest utilization since the previous beat (a
+    short busy moment between beats is not missed) and its health with the reason; the
+    answer's org/project for each allocated device reach AgentState (the exporter's labels);
+    while the backend is broken every device reports Unknown health with the error, and the
+    API then shows them as unhealthy (kept out of placement)."""
+    from agents.devices.base import DeviceSample, Health
+
+    hb, collector = agent(bare, bare.tokens.agent)
+
+    def sample(util: float, health: Health = Health.OK, why: str = "") -> list[DeviceSample]:
+        return [DeviceSample(i, util, 1.0, 100.0, 81920.0, 60.0, 1, 40.0, 210.0, 1593.0, health=health,
+                             health_reason=why if i == 5 else "") for i in range(8)]
+
+    hb.state.set_samples(sample(80.0), 1.0)
+    hb.state.set_samples(sample(3.0, Health.CRITICAL, "Xid 79"), 2.0)
+    body = hb.body()
+    assert [d["utilization_pct"] for d in body["devices"]] == [80.0] * 8
+    assert body["devices"][5]["health"] == "Critical" and body["devices"][5]["health_reason"] == "Xid 79"
+    assert hb.body()["devices"][0]["utilization_pct"] == 3.0  # peaks start over after each beat
+    assert hb.beat()
+    r = bare.client.post("/v1/jobs", headers={"Authorization": f"Bearer {bare.tokens.member}"}, json={
+        "name": "owners", "project": "default", "command": "true",
+        "resources": {"accelerator": "nvidia-a100-80g", "devices_per_node": 1, "memory_per_node": 1024}})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    with bare.db.begin() as s:
+        node_id = s.scalar(select(NodeRow.id).where(NodeRow.name == "a100-0"))
+        job_store.claim(s, job_id, Start(job_id, "nvidia-a100-80g", (Placement("a100-0", (2,)),), "test"), {"a100-0": node_id})
+    assert hb.beat()
+    owners, idle = hb.state.owners()
+    assert owners == {2: (r.json()["org"], "default")} and idle == frozenset()
+    hb.state.set_backend_error("BackendError: npu-smi timed out")
+    body = hb.body()
+    assert {d["health"] for d in body["devices"]} == {"Unknown"} and {d["utilization_pct"] for d in body["devices"]} == {None}
+    assert hb.beat()
+    assert bare.nodes()["a100-0"]["unhealthy_devices"] == list(range(8))
+
+
 def test_connection_refused_and_5xx_count_failures_and_back_off(caplog: pytest.LogCaptureFixture) -> None:
     """With no API listening, and with an API answering 503, beats fail quietly (one log line
     each), count failures and back off 1 s, 2 s, 4 s, ..."""

@@ -59,6 +59,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "ascend-agent": {
         "agent": {
             "backend": "ascend",
+            "acceleratorType": "ascend-910b",
             "token": "agent-token-123",
             "runtimeClassName": "ascend",
             "nodeSelector": {"accelerator": "huawei-Ascend910"},
@@ -368,6 +369,7 @@ def test_agent_daemonset_defaults() -> None:
     assert e["SUANLI_AGENT_BACKEND"]["value"] == "auto"
     assert e["SUANLI_AGENT_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-agent-token", "key": "token"}
     assert e["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    assert "SUANLI_AGENT_ACCELERATOR_TYPE" not in e  # not given: the agent says it needs one
     assert c["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     assert pod["hostPID"] is False and "runtimeClassName" not in pod and "nodeSelector" not in pod
     assert not [v for v in pod["volumes"] if "hostPath" in v]
@@ -392,6 +394,7 @@ def test_agent_on_ascend_servers() -> None:
     assert pod["runtimeClassName"] == "ascend" and pod["nodeSelector"] == {"accelerator": "huawei-Ascend910"}
     e = env(c)
     assert e["SUANLI_AGENT_BACKEND"]["value"] == "ascend" and "NVIDIA_VISIBLE_DEVICES" not in e
+    assert e["SUANLI_AGENT_ACCELERATOR_TYPE"]["value"] == "ascend-910b"
     assert secret_value(one(docs, "Secret", f"{RELEASE}-agent-token"), "token") == "agent-token-123"
 
 
