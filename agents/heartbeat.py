@@ -13,6 +13,8 @@ Invariants:
   counts a failure in `AgentState` and schedules the next try after a capped exponential
   backoff (1 s, 2 s, 4 s, ... 30 s). A success resets the backoff and the retry interval
   becomes the normal `interval` again.
+- The body carries the device topology (read once, if the backend knows it) and the Ray
+  node id the operator gave (`--ray-node-id`), so admins see both with the node.
 - Each device reports its health (Unknown, with the backend's error as the reason, while the
   backend cannot be read) and its peak utilization since the previous beat (None when
   unknown), which the API's idle-allocation detection uses.
@@ -32,7 +34,7 @@ from urllib.parse import quote
 import httpx
 
 import suanli
-from agents.devices.base import Collector, SupportsBusy
+from agents.devices.base import Collector, SupportsBusy, SupportsTopology
 from agents.state import AgentState
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class HeartbeatClient:
         state: AgentState | None = None,
         timeout_s: float = 10.0,
         wall_clock: Callable[[], float] = time.time,
+        ray_node_id: str = "",
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
@@ -90,6 +93,8 @@ class HeartbeatClient:
         self.retry_in: float | None = None  # delay chosen by the last failed beat
         self._failed_in_a_row = 0
         self._registered = False
+        self.ray_node_id = ray_node_id
+        self._topology: list[list[str]] | None | bool = False  # False: not read yet
 
     @property
     def url(self) -> str:
@@ -117,7 +122,21 @@ class HeartbeatClient:
             "devices": [device(d) for d in self.collector.inventory()],
             "labels": self.labels,
             "agent_version": suanli.__version__,
+            "topology": self.topology(),
+            "ray_node_id": self.ray_node_id,
         }
+
+    def topology(self) -> list[list[str]] | None:
+        """The device link matrix, read once (it changes only with the hardware); None when
+        the backend cannot tell or reading it failed (logged once)."""
+        if self._topology is False:
+            self._topology = None
+            if isinstance(self.collector, SupportsTopology):
+                try:
+                    self._topology = self.collector.topology()
+                except Exception as e:  # noqa: BLE001 - topology is informative; never stop beating for it
+                    log.warning("cannot read the device topology: %s: %s", type(e).__name__, e)
+        return self._topology  # type: ignore[return-value]
 
     def beat(self) -> bool:
         """One heartbeat. True if the API accepted it; never raises for network/HTTP trouble."""

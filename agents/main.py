@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=9400, help="port of /metrics (default 9400, dcgm-exporter's)")
     run.add_argument("--interval", type=float, default=5.0, help="seconds between heartbeats and between device samples (default 5)")
     run.add_argument("--seed", type=int, default=None, help="random seed of the simulated devices")
+    run.add_argument("--ray-node-id", default=os.environ.get("SUANLI_AGENT_RAY_NODE_ID", ""),
+                     help="the Ray node id of this server (env SUANLI_AGENT_RAY_NODE_ID), shown with the node; "
+                          "jobs are pinned by the node label suanli.io/node either way")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     inspect = sub.add_parser("inspect", help="print what the agent sees: devices, health, topology and the metrics it would export")
@@ -264,7 +267,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot serve /metrics on {args.host}:{args.port}: {e.strerror}") from None
     sampler = Sampler(exporter, args.interval).start()
     hb = HeartbeatClient(args.api_url, token, args.node, collector, args.cpus, args.memory_mb, labels,
-                         accelerator_type=getattr(collector, "accelerator_type", None) or args.accelerator_type, state=state)
+                         accelerator_type=getattr(collector, "accelerator_type", None) or args.accelerator_type, state=state,
+                         ray_node_id=args.ray_node_id)
     # Heartbeats run in a daemon thread so a request stuck in its timeout cannot delay exit.
     beater = threading.Thread(target=hb.run, args=(stop, args.interval), name="suanli-agent-heartbeat", daemon=True)
     beater.start()
@@ -275,6 +279,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     sampler.stop(timeout=0.5)
     beater.join(timeout=0.5)
     server.stop()
+    close = getattr(collector, "close", None)
+    if callable(close):  # NVML: shut the library down, free the Xid event set
+        close()
     log.info("agent stopped")
     return 0
 

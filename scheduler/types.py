@@ -455,6 +455,8 @@ class NodeReport:
     devices: tuple[Device, ...]
     labels: dict[str, str] = field(default_factory=dict)
     agent_version: str = ""
+    topology: tuple[tuple[str, ...], ...] | None = None  # device link words, row i / column j
+    ray_node_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""CLI commands for the cluster: `suanli nodes`, `suanli node NAME`, `suanli queue`,
-`suanli usage`, and `suanli admin node drain|undrain NAME` for center admins.
+"""CLI commands for the cluster: `suanli nodes`, `suanli node NAME` (devices, health, idle
+allocations, latest events), `suanli queue`, `suanli usage`, and `suanli admin node
+list|events|drain|undrain` for center admins.
 
 Invariants: the exit codes are those of `suanli.cli` (2 bad input naming the field or
 option, 3 not allowed, 4 not found, 5 conflict, 6 unreachable), through its `call`/`fail`;
@@ -20,7 +21,8 @@ from rich.table import Table
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 NodeArg = Annotated[str, typer.Argument(help="The server's name, e.g. a100-0")]
 
-node_app = typer.Typer(help="Servers: drain (no new jobs; running ones continue) and undrain.", no_args_is_help=True)
+node_app = typer.Typer(help="Servers: list with health, events, drain (no new jobs; running ones continue) and undrain.",
+                       no_args_is_help=True)
 
 
 class By(StrEnum):
@@ -86,10 +88,12 @@ def nodes(as_json: JsonOpt = False) -> None:
     if as_json:
         c.print_json(data)
         return
-    t = Table("NODE", "TYPE", "STATUS", "HEALTH", "FREE", "JOBS", "HEARTBEAT", "DRAINED BECAUSE")
+    t = Table("NODE", "TYPE", "STATUS", "HEALTH", "UNHEALTHY", "FREE", "JOBS", "IDLE", "HEARTBEAT", "DRAINED BECAUSE")
     for n in data:
-        t.add_row(n["name"], n["accelerator_type"], n["status"], n["health"], f"{n['devices_free']}/{n['device_count']}",
-                  _jobs_text(n), _age(n["heartbeat_age_s"]), _drain_text(n))
+        sick = ",".join(map(str, n.get("unhealthy_devices", []))) or "-"
+        idle = ",".join(str(d["index"]) for d in n["devices"] if d.get("idle")) or "-"
+        t.add_row(n["name"], n["accelerator_type"], n["status"], n["health"], sick, f"{n['devices_free']}/{n['device_count']}",
+                  _jobs_text(n), idle, _age(n["heartbeat_age_s"]), _drain_text(n))
     c.out.print(t)
 
 
@@ -100,13 +104,26 @@ def _show_node(n: dict[str, Any]) -> None:
                 f"heartbeat {_age(n['heartbeat_age_s'])}", markup=False)
     if n.get("drain"):
         c.out.print(f"drained: {_drain_text(n)}", markup=False)
-    t = Table("DEVICE", "MODEL", "MEMORY (MiB)", "HEALTH", "IN USE BY")
+    t = Table("DEVICE", "MODEL", "MEMORY (MiB)", "HEALTH", "UTIL %", "IN USE BY")
     for d in n["devices"]:
         use = ",".join(map(str, d["job_ids"])) or ("busy" if d["busy"] else "")
         if d["shared"]:
             use = f"shared: {use}"
-        t.add_row(str(d["index"]), d["model"], str(d["memory_mb"]), d["health"], use)
+        if d.get("org"):
+            use += f" ({d['org']}/{d['project']})"
+        if d.get("idle"):
+            use += f" IDLE since {d['idle_since'][:16].replace('T', ' ')}"
+        health = d["health"] + (f": {d['health_reason']}" if d.get("health_reason") else "")
+        util = "-" if d.get("utilization_pct") is None else f"{d['utilization_pct']:.0f}"
+        t.add_row(str(d["index"]), d["model"], str(d["memory_mb"]), health, util, use)
     c.out.print(t)
+
+
+def _show_events(events: list[dict[str, Any]]) -> None:
+    c = _cli()
+    for e in events:
+        dev = f" device {e['device']}" if e.get("device") is not None else ""
+        c.out.print(f"  {e['at'][:19].replace('T', ' ')}  {e['kind']:<16}{dev}  {e['message']}", markup=False, soft_wrap=True)
 
 
 def node(name: NodeArg, as_json: JsonOpt = False) -> None:
@@ -115,8 +132,30 @@ def node(name: NodeArg, as_json: JsonOpt = False) -> None:
     n = c.call(c.client().node, name)
     if as_json:
         c.print_json(n)
+        return
+    _show_node(n)
+    events = c.call(c.client().node_events, name)[:10]
+    if events:
+        c.out.print("latest events:")
+        _show_events(events)
+
+
+@node_app.command("list")
+def admin_list(as_json: JsonOpt = False) -> None:
+    """Every server with status, health and its unhealthy devices (same as `suanli nodes`)."""
+    nodes(as_json)
+
+
+@node_app.command("events")
+def events(name: NodeArg, as_json: JsonOpt = False) -> None:
+    """The server's latest events, newest first: registered, not_ready, ready, lost,
+    device_unhealthy, device_healthy."""
+    c = _cli()
+    found = c.call(c.client().node_events, name)
+    if as_json:
+        c.print_json(found)
     else:
-        _show_node(n)
+        _show_events(found)
 
 
 @node_app.command("drain")

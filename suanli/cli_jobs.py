@@ -251,6 +251,8 @@ def describe(job_id: int, as_json: JsonOpt = False) -> None:
     ]
     for k, v in rows:
         out.print(f"[bold]{k + ':':<30}[/] {v}", soft_wrap=True)
+    for notice in job.get("notices", []):
+        out.print(f"[bold yellow]Notice:[/] {notice}", soft_wrap=True)
     out.print("[bold]Events:[/]")
     for e in events:
         out.print(f"  {e['at'][:23].replace('T', ' ')}  {e['from_status'] or '-':>10} → {e['to_status'] or '-':<10} {e['reason']}",

@@ -26,6 +26,10 @@ class ClusterClient:
         """One server: status, health, devices (job ids you may see), drain reason."""
         return self._json("GET", f"/v1/nodes/{_seg(name)}")  # type: ignore[no-any-return]
 
+    def node_events(self, name: str) -> list[dict[str, Any]]:
+        """The server's latest events, newest first (not ready, lost, device health changes)."""
+        return self._json("GET", f"/v1/nodes/{_seg(name)}/events")  # type: ignore[no-any-return]
+
     def drain_node(self, name: str, reason: str) -> dict[str, Any]:
         """Center admins: no new jobs on the server; running ones continue."""
         return self._json("POST", f"/v1/admin/nodes/{_seg(name)}/drain", json={"reason": reason})  # type: ignore[no-any-return]

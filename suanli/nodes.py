@@ -85,10 +85,12 @@ class NodeEntry:
     labels: dict[str, str]
     agent_version: str
     registered_at: datetime
+    topology: list[list[str]] | None
     last_heartbeat_at: datetime | None
     heartbeat_age_s: float | None
     drain: Drain | None
     jobs: int  # distinct jobs on it, visible or not
+    ray_node_id: str = ""
 
     @property
     def device_count(self) -> int:
@@ -157,6 +159,7 @@ def node_entry(row: NodeRow, allocated: dict[int, DeviceUse], view: View, now: d
         status=node_status(row.status, busy, hb, now, timeout_s), health=node_health(raw, hb, now, timeout_s),
         cpus=row.cpus, memory_mb=row.memory_mb, devices=devices, labels=dict(row.labels or {}),
         agent_version=row.agent_version, registered_at=row.registered_at, last_heartbeat_at=hb,
+        topology=row.topology, ray_node_id=row.ray_node_id or "",
         heartbeat_age_s=None if hb is None else round(max(0.0, (now - hb).total_seconds()), 3),
         drain=drain, jobs=len({j for use in allocated.values() for j, _ in use.jobs}),
     )

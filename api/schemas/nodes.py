@@ -39,6 +39,9 @@ class HeartbeatIn(BaseModel):
     devices: list[DeviceIn] = Field(max_length=1024)
     labels: dict[str, str] = {}
     agent_version: str = Field("", max_length=32)
+    topology: list[list[str]] | None = Field(None, max_length=1024, description="Device link matrix as `nvidia-smi topo -m` "
+                                             "prints it (X, NV12, PIX, PXB, PHB, NODE, SYS); row i, column j = devices i, j")
+    ray_node_id: str = Field("", max_length=64, description="The Ray node this server runs (hex id), if the agent knows it")
 
 
 def report_from_heartbeat(name: str, hb: HeartbeatIn) -> NodeReport:
@@ -56,7 +59,19 @@ def report_from_heartbeat(name: str, hb: HeartbeatIn) -> NodeReport:
                       for d in devices),
         labels=dict(hb.labels),
         agent_version=hb.agent_version,
+        topology=_topology(hb.topology, len(devices)),
+        ray_node_id=hb.ray_node_id,
     )
+
+
+def _topology(rows: list[list[str]] | None, n: int) -> tuple[tuple[str, ...], ...] | None:
+    if rows is None:
+        return None
+    if len(rows) != n or any(len(r) != n for r in rows) or any(len(w) > 16 for r in rows for w in r):
+        from suanli.errors import invalid
+
+        raise invalid("bad_topology", f"topology must be a {n}x{n} matrix of short link words", "topology")
+    return tuple(tuple(r) for r in rows)
 
 
 class DeviceOut(BaseModel):
@@ -108,6 +123,8 @@ class NodeOut(BaseModel):
     devices: list[DeviceOut]
     labels: dict[str, str]
     agent_version: str
+    topology: list[list[str]] | None = Field(None, description="Device links as the agent reported them")
+    ray_node_id: str = ""
     registered_at: datetime
     last_heartbeat_at: datetime | None
     heartbeat_age_s: float | None
@@ -136,6 +153,8 @@ def node_out(n: NodeEntry) -> NodeOut:
         unhealthy_devices=[d.index for d in n.devices if not device_healthy(d.health)],
         labels=n.labels,
         agent_version=n.agent_version,
+        topology=[list(r) for r in n.topology] if n.topology is not None else None,
+        ray_node_id=n.ray_node_id,
         registered_at=n.registered_at,
         last_heartbeat_at=n.last_heartbeat_at,
         heartbeat_age_s=n.heartbeat_age_s,

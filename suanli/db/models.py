@@ -207,6 +207,10 @@ class NodeRow(Base):
     drain_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     drained_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     drained_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How the devices are linked, as the agent saw it (`nvidia-smi topo -m` words; None when
+    # the backend cannot tell), and the Ray node id the agent was told it runs beside.
+    topology: Mapped[list[list[str]] | None] = mapped_column(JSON, nullable=True)
+    ray_node_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class JobRow(Base):

@@ -392,3 +392,27 @@ def test_hardware_backend_without_its_driver_exits_2(backend: str, reason: str, 
     assert main(["run", "--backend", backend, "--accelerator-type", f"{backend}-x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"suanli-agent: {reason}") and err.count("\n") == 1
+
+
+def test_topology_and_ray_node_id_reach_the_node(bare: Center) -> None:
+    """Invariants: a collector that knows its topology sends it (read once) with the Ray node
+    id; the API keeps and shows both; a matrix of the wrong shape is refused with 422
+    `bad_topology` and changes nothing."""
+
+    class Linked(SimulatedCollector):
+        reads = 0
+
+        def topology(self) -> list[list[str]]:
+            Linked.reads += 1
+            return [["X" if i == j else "NV12" for j in range(8)] for i in range(8)]
+
+    collector = Linked("nvidia-a100-80g", Vendor.NVIDIA, 8, seed=1, node="a100-0")
+    hb = HeartbeatClient(API, bare.tokens.agent, "a100-0", collector, cpus=64, memory_mb=1024 * 1024,
+                         http=bare.client, state=AgentState(), ray_node_id="ab12cd")
+    assert hb.beat() and hb.beat() and Linked.reads == 1
+    node = bare.nodes()["a100-0"]
+    assert node["topology"][0][:3] == ["X", "NV12", "NV12"] and node["ray_node_id"] == "ab12cd"
+    body = hb.body() | {"topology": [["X"]]}
+    r = bare.client.put("/v1/nodes/a100-0/heartbeat", json=body, headers={"Authorization": f"Bearer {bare.tokens.agent}"})
+    assert r.status_code == 422 and r.json()["code"] == "bad_topology"
+    assert bare.nodes()["a100-0"]["topology"][0][1] == "NV12"

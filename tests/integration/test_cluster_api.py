@@ -474,7 +474,10 @@ def test_cluster_cli_over_http(center, server, tmp_path) -> None:  # type: ignor
     table = run("nodes", token=m.token).stdout
     assert node in table and "HEALTH" in table
     shown = run("node", node).stdout
-    assert node in shown and "READY" in shown
+    assert node in shown and "READY" in shown and "registered with 2 devices" in shown
+    assert "UNHEALTHY" in run("admin", "node", "list").stdout
+    assert [e["kind"] for e in json.loads(run("admin", "node", "events", node, "--json").stdout)] == ["registered"]
+    run("admin", "node", "events", "no-such-node", expect=4)
     run("node", "no-such-node", expect=4)
     drained = json.loads(run("admin", "node", "drain", node, "--reason", "PSU swap", "--json").stdout)
     assert (drained["status"], drained["drain"]["reason"]) == ("DRAINED", "PSU swap")

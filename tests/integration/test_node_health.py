@@ -14,24 +14,30 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
+from typer.testing import CliRunner
 
 from scheduler.loop import LoopConfig, SchedulerLoop
+from suanli.cli import app as cli_app
 from suanli.db.models import BillingRunRow, JobEventRow, NodeRow
 from suanli.node_health import IdleRule, track_idle
-from tests.conftest import make_center
+from tests.conftest import make_center, serve
 from tests.integration.test_center_fault_billing import Clock, ScriptedLauncher
 
 
 class Launcher(ScriptedLauncher):
-    """Also records which jobs' runners were torn down."""
+    """Also records which jobs' runners were torn down or asked to stop."""
 
     def __init__(self) -> None:
         super().__init__()
         self.released: list[int] = []
+        self.stops: list[int] = []
 
     def release(self, job_id: int, ranks: int) -> None:
         self.released.append(job_id)
         self.started.pop(job_id, None)
+
+    def stop(self, job_id: int, ranks: int, reason: str, grace_s: float) -> None:
+        self.stops.append(job_id)
 
 
 def _setup(tmp_path: Path, lost_after_s: float = 600.0) -> tuple[Any, Clock, Launcher, SchedulerLoop]:
@@ -196,6 +202,10 @@ def test_idle_allocation_is_flagged_once_shown_and_cleared(tmp_path: Path) -> No
     assert [d["index"] for d in idle] == devs and idle[0]["job_id"] == job_id and idle[0]["org"] == m.org
     got = _job(c, m.token, job_id)
     assert got["idle_since"] and any("idle allocation" in n for n in got["notices"]), got
+    with serve(c) as url:  # `suanli describe` shows the notice
+        env = {"SUANLI_SERVER": url, "SUANLI_TOKEN": m.token, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "COLUMNS": "250"}
+        shown = CliRunner().invoke(cli_app, ["describe", str(job_id)], env=env)
+    assert shown.exit_code == 0 and "Notice:" in shown.stdout and "idle allocation" in shown.stdout, shown.output
     _beat(c, "a100-0", util={d: 3.0 for d in devs})
     with c.db.begin() as s:
         flagged = s.scalar(select(func.count()).select_from(JobEventRow)
@@ -204,6 +214,31 @@ def test_idle_allocation_is_flagged_once_shown_and_cleared(tmp_path: Path) -> No
     _beat(c, "a100-0", util={d: 90.0 for d in devs})
     got = _job(c, m.token, job_id)
     assert got["idle_since"] is None and got["notices"] == []
+    c.db.dispose()
+
+
+def test_stop_idle_jobs_cancels_an_idle_running_job(tmp_path: Path) -> None:
+    """Invariant: with `stop_idle_jobs`, flagging a RUNNING job also cancels it (RUNNING →
+    CANCELLING through the transition table, reason naming the idle devices); the loop then
+    stops it like any cancel."""
+    c, clock, launcher, loop = _setup(tmp_path)
+    c.settings.stop_idle_jobs = True
+    _age_all(c, clock, 3600, "a100-1")
+    m = c.new_org()
+    job_id = _submit(c, m.token, devices=1)
+    loop.cycle()
+    loop.cycle()
+    dev = _job(c, m.token, job_id)["placements"][0]["devices"][0]
+    _beat(c, "a100-0", util={dev: 0.0})
+    with c.db.begin() as s:
+        row = s.scalar(select(NodeRow).where(NodeRow.name == "a100-0"))
+        row.devices = [dict(d, idle_since=(clock.t - timedelta(hours=1)).isoformat()) if d.get("idle_since") else d
+                       for d in row.devices]
+    _beat(c, "a100-0", util={dev: 0.0})
+    got = _job(c, m.token, job_id)
+    assert got["status"] == "CANCELLING" and got["reason"].startswith("stopped by the center: idle allocation"), got
+    loop.cycle()
+    assert _job(c, m.token, job_id)["status"] == "CANCELLING" and job_id in launcher.stops
     c.db.dispose()
 
 

@@ -46,6 +46,8 @@ def upsert_node(s: Session, report: NodeReport, now: datetime) -> NodeRow:
             devices=devices,
             labels=dict(report.labels),
             agent_version=report.agent_version,
+            topology=[list(r) for r in report.topology] if report.topology is not None else None,
+            ray_node_id=report.ray_node_id,
             registered_at=now,
             last_heartbeat_at=now,
             version=1,
@@ -65,6 +67,9 @@ def upsert_node(s: Session, report: NodeReport, now: datetime) -> NodeRow:
     row.devices = devices
     row.labels = dict(report.labels)
     row.agent_version = report.agent_version
+    if report.topology is not None:  # agents send it at registration and when it changes, not every beat
+        row.topology = [list(r) for r in report.topology]
+    row.ray_node_id = report.ray_node_id or row.ray_node_id
     row.last_heartbeat_at = now
     if row.status in (NOT_READY, LOST):
         row.status = READY

@@ -30,9 +30,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_node_events_node_id'), ['node_id'], unique=False)
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('idle_since', sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table('nodes', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('topology', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('ray_node_id', sa.String(length=64), server_default='', nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('nodes', schema=None) as batch_op:
+        batch_op.drop_column('ray_node_id')
+        batch_op.drop_column('topology')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_column('idle_since')
     with op.batch_alter_table('node_events', schema=None) as batch_op:
