@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,6 +40,7 @@ from suanli import __version__
 from suanli.db.engine import Database
 from suanli.db.store import jobs as job_store
 from suanli.errors import Kind, SuanliError
+from suanli.metrics import CenterCollector
 from suanli.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,10 @@ class LimitsAndMetrics:
     latency per route template. Pure ASGI: `@app.middleware("http")` would cost an extra task
     and a body stream per request, a large part of a small request's time."""
 
-    def __init__(self, app: Any, max_body_bytes: int, requests: Counter, latency: Histogram) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, requests: Counter, latency: Histogram, in_flight: Gauge,
+                 auth_failures: Counter) -> None:
         self.app, self.max_body_bytes, self.requests, self.latency = app, max_body_bytes, requests, latency
+        self.in_flight, self.auth_failures = in_flight, auth_failures
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -124,12 +127,16 @@ class LimitsAndMetrics:
                 status = message["status"]
             await send(message)
 
+        self.in_flight.inc()
         try:
             await self.app(scope, receive, sending)
         finally:
+            self.in_flight.dec()
             route = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on this scope
             self.requests.labels(scope["method"], route, str(status)).inc()
             self.latency.labels(scope["method"], route).observe(time.perf_counter() - t0)
+            if status == 401:
+                self.auth_failures.inc()
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
@@ -145,10 +152,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     registry = CollectorRegistry()
     requests = Counter("suanli_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
     latency = Histogram("suanli_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=registry)
+    in_flight = Gauge("suanli_http_requests_in_flight", "HTTP requests being served now", registry=registry)
+    auth_failures = Counter("suanli_http_auth_failures", "Requests refused with 401 (no token, unknown, revoked or expired)",
+                            registry=registry)
     registry.register(_JobsByStatus(db))  # type: ignore[arg-type]
+    registry.register(CenterCollector(db, settings.node_heartbeat_timeout_s, settings.fairshare_half_life_s))  # type: ignore[arg-type]
     app.state.registry = registry
 
-    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, requests=requests, latency=latency)
+    app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, requests=requests, latency=latency,
+                       in_flight=in_flight, auth_failures=auth_failures)
 
     if settings.rate_limit_per_s > 0:
         limited = Counter("suanli_http_rate_limited", "Requests refused with 429, by the bucket that was empty",
