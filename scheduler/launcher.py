@@ -12,16 +12,27 @@ Invariants:
   numbers (the runner overwrites the visibility variable), never Ray's own GPU ids.
 - Calls that start or stop work return at once; `poll` gathers every runner's state in one
   `ray.wait` with a timeout, so one slow actor does not stall the scheduling cycle.
+- No placement group: the label selector plus the per-device resources pin each rank to
+  exactly its server and devices, and the scheduler claimed every device of the gang in the
+  database before `launch`, so all ranks' resources are free and the gang starts whole.
+- Every rank's command gets the torchrun rendezvous (`rendezvous_env`): rank 0's runner picks
+  a free port on its server when it is created and answers `rendezvous()`; the other ranks
+  ask it (by actor name, within `rendezvous_timeout_s`, else a launch failure) before they
+  start their process. A single-node job gets the same variables, on its own server.
+- The runner actors are threaded (`max_concurrency`), so `poll` and `stop` are answered while
+  a rank waits for its rendezvous.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from scheduler.runner import ProcessRunner, RankSpec, state_from_dict, state_to_dict
-from scheduler.types import LaunchSpec, RunnerPhase, RunnerState
+from scheduler.types import LaunchSpec, RunnerPhase, RunnerState, Vendor
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,44 @@ class Launcher(Protocol):
         """Tear down the job's runners and free their Ray resources."""
 
 
+def rendezvous_env(node_rank: int, nnodes: int, nproc_per_node: int, master_addr: str, master_port: int) -> dict[str, str]:
+    """torchrun's rendezvous variables for one server's rank. WORLD_SIZE has torchrun's
+    meaning: every process of the job when each server runs one per device (nodes × devices
+    per node); RANK is the server's rank (= NODE_RANK): the global rank when a server runs
+    one process, and what torchrun overwrites for the workers it starts."""
+    return {
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+        "WORLD_SIZE": str(nnodes * nproc_per_node),
+        "RANK": str(node_rank),
+        "NODE_RANK": str(node_rank),
+        "NNODES": str(nnodes),
+        "NPROC_PER_NODE": str(nproc_per_node),
+        "LOCAL_WORLD_SIZE": str(nproc_per_node),
+    }
+
+
+def comm_hints(vendor: Vendor, node_ip: str) -> dict[str, str]:
+    """Collective-library settings we know for sure (the job's env may override them):
+    Ascend's HCCL takes the address its root listens on from HCCL_IF_IP, and this server's
+    address as Ray reaches it is the right one. NCCL gets nothing: its interface
+    (NCCL_SOCKET_IFNAME, NCCL_IB_HCA) depends on the center's network and is set on the Ray
+    nodes' environment, which the command inherits, or in the job's env."""
+    return {"HCCL_IF_IP": node_ip} if vendor is Vendor.ASCEND else {}
+
+
+def free_port() -> int:
+    """A TCP port free on this server now (the OS's choice, as torchrun does it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def checkpoint_dir(job_dir: str) -> str:
+    """The job's persistent directory: `<jobs_dir>/<id>/checkpoint`, the same for every run."""
+    return f"{job_dir}/checkpoint"
+
+
 def rank_spec(spec: LaunchSpec, rank: int) -> RankSpec:
     placement = spec.placements[rank]
     env = dict(spec.env)
@@ -65,6 +114,7 @@ def rank_spec(spec: LaunchSpec, rank: int) -> RankSpec:
         SUANLI_NNODES=str(len(spec.placements)),
         SUANLI_RESTART_COUNT=str(spec.restart_count),
         SUANLI_DEVICE_FRACTION=f"{spec.device_milli / 1000:g}",
+        SUANLI_CHECKPOINT_DIR=checkpoint_dir(spec.job_dir),
     )
     return RankSpec(
         job_id=spec.job_id,
@@ -77,20 +127,38 @@ def rank_spec(spec: LaunchSpec, rank: int) -> RankSpec:
         grace_s=spec.grace_s,
         visibility_var=spec.vendor.visibility_env,
         devices=list(placement.devices),
+        stop_signal=spec.stop_signal,
+        checkpoint_dir=checkpoint_dir(spec.job_dir),
     )
+
+
+def failed_rank(states: list[RunnerState]) -> int | None:
+    """The first rank (by end time) that failed by itself — exited non-zero or could not
+    launch — rather than being stopped by us; None if none did."""
+    failed = [
+        (s.ended_at if s.ended_at is not None else float("inf"), r)
+        for r, s in enumerate(states)
+        if s.phase is RunnerPhase.EXITED and s.stopped_by is None and (s.error or (s.exit_code or 0) != 0)
+    ]
+    return min(failed)[1] if failed else None
 
 
 def fold(states: list[RunnerState]) -> RunnerState:
     """One job state from its ranks' states: running until every rank has exited; the exit
-    code is the first failing rank's; a lost rank makes the job lost."""
+    code is the first failing rank's (`failed_rank`, named in `extra["failed_rank"]` as
+    soon as it fails, so the others can be stopped); a lost rank makes the job lost."""
     if any(s.phase is RunnerPhase.LOST for s in states):
         lost = next(s for s in states if s.phase is RunnerPhase.LOST)
         return RunnerState(RunnerPhase.LOST, error=lost.error)
     starts = [s.started_at for s in states if s.started_at is not None]
     started = min(starts) if starts else None
+    bad = failed_rank(states)
+    extra: dict[str, object] = {"ranks": len(states)}
+    if bad is not None:
+        extra["failed_rank"] = bad
     if all(s.phase is RunnerPhase.EXITED for s in states):
         failing = [s for s in states if s.error or (s.exit_code or 0) != 0]
-        first = failing[0] if failing else states[0]
+        first = states[bad] if bad is not None else failing[0] if failing else states[0]
         return RunnerState(
             RunnerPhase.EXITED,
             started_at=started,
@@ -98,20 +166,71 @@ def fold(states: list[RunnerState]) -> RunnerState:
             exit_code=first.exit_code,
             stopped_by=next((s.stopped_by for s in states if s.stopped_by), None),
             error=first.error,
+            extra=extra,
         )
+    extra["exited_ranks"] = sum(s.phase is RunnerPhase.EXITED for s in states)
     if any(s.phase is RunnerPhase.STARTING for s in states):
-        return RunnerState(RunnerPhase.STARTING)
-    return RunnerState(RunnerPhase.RUNNING, started_at=started, extra={"exited_ranks": sum(s.phase is RunnerPhase.EXITED for s in states)})
+        return RunnerState(RunnerPhase.STARTING, extra=extra)
+    return RunnerState(RunnerPhase.RUNNING, started_at=started, extra=extra)
 
 
 class RunnerActor:
-    """The Ray actor around one rank's `ProcessRunner` (methods return plain dicts)."""
+    """The Ray actor around one rank's `ProcessRunner` (methods return plain dicts). Rank 0
+    picks the job's MASTER_PORT when it is created; the others ask it in `start`."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.runner = ProcessRunner(RankSpec(**spec))
+    def __init__(self, spec: dict[str, Any], nnodes: int, vendor: str, master: str | None = None,
+                 namespace: str = "suanli", rendezvous_timeout_s: float = 60.0) -> None:
+        import ray
+
+        self.spec = RankSpec(**spec)
+        self.runner = ProcessRunner(self.spec)
+        self.nnodes = nnodes
+        self.vendor = Vendor(vendor)
+        self.master = master  # rank 0's actor name (None for rank 0 itself)
+        self.namespace = namespace
+        self.rendezvous_timeout_s = rendezvous_timeout_s
+        self.ip = ray.util.get_node_ip_address()
+        self.port = free_port() if master is None else 0
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0: (its server's address as Ray sees it, the port it chose)."""
+        return self.ip, self.port
+
+    def _master(self) -> tuple[str, int]:
+        """Ask rank 0's actor for the rendezvous, retrying until the timeout (rank 0's actor
+        may still be being created)."""
+        import ray
+
+        if self.master is None:
+            return self.rendezvous()
+        deadline = time.monotonic() + self.rendezvous_timeout_s
+        last = "not found"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LaunchError(f"no rendezvous from rank 0 within {self.rendezvous_timeout_s:g}s ({last})")
+            try:
+                h = ray.get_actor(self.master, namespace=self.namespace)
+                addr, port = ray.get(h.rendezvous.remote(), timeout=left)
+                return str(addr), int(port)
+            except ValueError:  # not registered yet
+                last = "rank 0's runner not found"
+            except ray.exceptions.GetTimeoutError:
+                last = "rank 0's runner did not answer"
+            except ray.exceptions.RayActorError as e:
+                raise LaunchError(f"rank 0's runner is gone ({type(e).__name__})") from e
+            if self.runner.poll().phase is not RunnerPhase.STARTING:
+                raise LaunchError("stopped while waiting for the rendezvous")
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def start(self) -> dict[str, object]:
-        return state_to_dict(self.runner.start())
+        try:
+            addr, port = self._master()
+        except LaunchError as e:
+            return state_to_dict(self.runner.fail_launch(str(e)))
+        nproc = len(self.spec.devices)
+        env = rendezvous_env(self.spec.rank, self.nnodes, nproc, addr, port)
+        return state_to_dict(self.runner.start(env, comm_hints(self.vendor, self.ip)))
 
     def poll(self) -> dict[str, object]:
         return state_to_dict(self.runner.poll())
@@ -124,12 +243,14 @@ class RunnerActor:
 
 
 class RayLauncher:
-    def __init__(self, address: str = "auto", namespace: str = "suanli", poll_timeout_s: float = 2.0) -> None:
+    def __init__(self, address: str = "auto", namespace: str = "suanli", poll_timeout_s: float = 2.0,
+                 rendezvous_timeout_s: float = 60.0) -> None:
         import ray
 
         self._ray = ray
         self.namespace = namespace
         self.poll_timeout_s = poll_timeout_s
+        self.rendezvous_timeout_s = rendezvous_timeout_s
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
         self._actor_cls = ray.remote(RunnerActor)
@@ -152,6 +273,7 @@ class RayLauncher:
                 label_selector={NODE_LABEL: placement.node},
                 max_restarts=0,
                 max_task_retries=0,
+                max_concurrency=4,  # poll/stop answered while start waits for the rendezvous
             )
             n = len(placement.devices) * share
             if spec.vendor.ray_resource == "GPU":
@@ -159,7 +281,10 @@ class RayLauncher:
             else:
                 resources[spec.vendor.ray_resource] = float(n)
             try:
-                handle = self._actor_cls.options(resources=resources, **opts).remote(vars(rank_spec(spec, rank)))
+                master = None if rank == 0 else self.actor_name(spec.job_id, 0)
+                handle = self._actor_cls.options(resources=resources, **opts).remote(
+                    vars(rank_spec(spec, rank)), len(spec.placements), str(spec.vendor), master,
+                    self.namespace, self.rendezvous_timeout_s)
             except ValueError as e:  # e.g. the name is taken by a runner that is still alive
                 raise LaunchError(str(e)) from e
             handle.start.remote()

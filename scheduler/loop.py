@@ -239,6 +239,7 @@ class SchedulerLoop:
             grace_s=job.grace_s,
             restart_count=job.restart_count,
             device_milli=job.resources.device_milli,
+            stop_signal=job.stop_signal,
         )
 
     def run(self, stop: threading.Event, interval_s: float) -> None:

@@ -45,7 +45,14 @@ def _ts(epoch: float | None) -> datetime | None:
 
 
 def outcome(job: Job, st: RunnerState) -> tuple[JobStatus, str]:
-    """Where a job goes when its runner has exited, and why."""
+    """Where a job goes when its runner has exited, and why. In a multi-node job whose rank
+    failed by itself (`extra["failed_rank"]`), the job fails with that rank's code and the
+    reason names the rank (the others were stopped because of it)."""
+    bad = st.extra.get("failed_rank")
+    ranks = int(st.extra.get("ranks", 1))  # type: ignore[call-overload]
+    if bad is not None and ranks > 1 and st.started_at is not None and job.status not in (S.CANCELLING, S.PREEMPTING):
+        what = f"could not launch ({st.error})" if st.error else f"exited with code {st.exit_code}"
+        return S.FAILED, f"rank {bad} {what}; the other ranks were stopped"
     if st.error and st.started_at is None:
         if job.status is S.CANCELLING:
             return S.CANCELLED, f"cancelled before the process started ({st.error})"
@@ -108,6 +115,8 @@ class Reconciler:
         if job.status is S.PREEMPTING:
             self.launcher.stop(job.id, ranks, "preempt", job.grace_s)
             return False
+        if st.extra.get("failed_rank") is not None:  # one rank failed: stop the rest of the gang
+            self.launcher.stop(job.id, ranks, "peer_failed", job.grace_s)
         if st.phase is RunnerPhase.RUNNING and job.status is S.STARTING:
             with self.db.begin() as s:
                 self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=_ts(st.started_at))

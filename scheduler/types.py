@@ -334,6 +334,7 @@ class JobSubmission:
     env: dict[str, str]
     priority_class: str = "normal"
     requeue: bool = True  # back to the queue after a preemption (else it ends PREEMPTED)
+    stop_signal: str = "SIGTERM"  # sent to every rank on cancel, preemption, timeout; SIGKILL after grace
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,7 @@ class Job:
     meter_seq: int = 0
     subsidy_fen: int | None = None
     idle_since: datetime | None = None  # an idle allocation since then (`suanli.node_health`)
+    stop_signal: str = "SIGTERM"
 
 
 @dataclass(frozen=True)
@@ -398,6 +400,7 @@ class LaunchSpec:
     grace_s: float
     restart_count: int = 0
     device_milli: int = 1000
+    stop_signal: str = "SIGTERM"
 
 
 class RunnerPhase(StrEnum):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shlex
 from datetime import datetime
+from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -105,7 +106,10 @@ class JobSpecIn(BaseModel):
     requeue: bool = Field(True, description="After a preemption or the loss of its server, go back to the queue (else end PREEMPTED or NODE_LOST)")
     resources: ResourcesIn
     time_limit: str | int | None = Field(None, description="Seconds, or '30m', '2h', '1h30m', '1d'")
-    grace_period: str | int | None = Field(None, description="Seconds between SIGTERM and SIGKILL")
+    grace_period: str | int | None = Field(None, description="Seconds between the stop signal and SIGKILL")
+    stop_signal: Literal["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"] = Field(
+        "SIGTERM", description="Sent to every rank's process group on cancel, preemption and time limit; SIGKILL "
+        "follows after grace_period. Billing stops when it is sent")
     command: str | list[str] = Field(description="A shell command line, or an argv list")
     working_dir: str | None = Field(None, description="Absolute path on the servers")
     env: dict[str, str | int | float | bool] = Field(
@@ -175,6 +179,7 @@ def submission_from_spec(spec: JobSpecIn, default_time_limit_s: int, max_time_li
         env=dict(spec.env),  # type: ignore[arg-type]
         priority_class=spec.priority_class,
         requeue=spec.requeue,
+        stop_signal=spec.stop_signal,
     )
 
 
@@ -216,6 +221,7 @@ class JobOut(BaseModel):
     resources: ResourcesOut
     time_limit_s: int
     grace_s: float
+    stop_signal: str = Field(description="Sent on cancel, preemption and time limit; SIGKILL after grace_s")
     command: str
     working_dir: str | None
     submitted_at: datetime
@@ -262,6 +268,7 @@ def job_out(job: Job) -> JobOut:
         ),
         time_limit_s=job.time_limit_s,
         grace_s=job.grace_s,
+        stop_signal=job.stop_signal,
         command=job.command,
         working_dir=job.working_dir,
         submitted_at=job.submitted_at,

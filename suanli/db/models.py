@@ -256,6 +256,8 @@ class JobRow(Base):
     # Scheduling: the class asked, what the policy said last, and preemption bookkeeping.
     priority_class: Mapped[str] = mapped_column(String(32), default="normal", server_default="normal")
     requeue: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    # Sent to every rank on cancel, preemption and time limit (SIGTERM, SIGINT, SIGUSR1, SIGUSR2).
+    stop_signal: Mapped[str] = mapped_column(String(8), default="SIGTERM", server_default="SIGTERM")
     restart_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reason_code: Mapped[str] = mapped_column(String(32), default="", server_default="")
     priority: Mapped[float | None] = mapped_column(Float, nullable=True)

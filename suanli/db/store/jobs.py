@@ -86,6 +86,7 @@ def insert_new_job(s: Session, org_id: int, project_id: int, user_id: int, user_
         device_milli=r.device_milli,
         priority_class=sub.priority_class,
         requeue=sub.requeue,
+        stop_signal=sub.stop_signal,
         time_limit_s=sub.time_limit_s,
         grace_s=sub.grace_s,
         command=sub.command,
@@ -113,7 +114,7 @@ def submitted_job(row: JobRow, org: str, project: str, user: str) -> Job:
                             row.memory_mb_per_node, row.device_milli),
         time_limit_s=row.time_limit_s, grace_s=row.grace_s, command=row.command, working_dir=row.working_dir,
         env=dict(row.env or {}), submitted_at=row.submitted_at, version=row.version, reason=row.reason,
-        priority_class=row.priority_class, requeue=row.requeue,
+        priority_class=row.priority_class, requeue=row.requeue, stop_signal=row.stop_signal,
     )
 
 
@@ -292,6 +293,7 @@ def job_from_row(row: JobRow, org: str, project: str, user: str, placements: tup
         meter_seq=row.meter_seq,
         subsidy_fen=row.subsidy_fen,
         idle_since=row.idle_since,
+        stop_signal=row.stop_signal,
     )
 
 
