@@ -168,14 +168,14 @@ def wait_for(c: Client, job_id: int, quiet: bool) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def follow_log(c: Client, job_id: int) -> None:
+def follow_log(c: Client, job_id: int, rank: int | None = None) -> None:
     """Print the job's output as the server streams it; returns when the job has ended."""
-    call(_print_stream, c, job_id)
+    call(_print_stream, c, job_id, rank)
 
 
-def _print_stream(c: Client, job_id: int) -> None:
+def _print_stream(c: Client, job_id: int, rank: int | None = None) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
-    for chunk in c.follow_logs(job_id):
+    for chunk in c.follow_logs(job_id, rank=rank):
         sys.stdout.write(decoder.decode(chunk))
         sys.stdout.flush()
     sys.stdout.write(decoder.decode(b"", final=True))
@@ -269,15 +269,17 @@ def _priority_text(job: dict[str, Any]) -> str:
 def logs(
     job_id: int,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
+    rank: Annotated[int | None, typer.Option("--rank", "-r", min=0,
+                                             help="Only this rank's output (multi-node jobs; default: all, each line prefixed [rank N])")] = None,
 ) -> None:
-    """Print a job's output (stdout and stderr)."""
+    """Print a job's output (stdout and stderr); a multi-node job's ranks merged unless --rank."""
     c = client()
     if follow:
-        follow_log(c, job_id)
+        follow_log(c, job_id, rank)
         return
-    offset = 0
+    offset: int | str = 0
     while True:
-        data, offset, _ = call(c.logs, job_id, offset)
+        data, offset, _ = call(c.logs, job_id, offset, rank)
         if not data:
             return
         sys.stdout.write(data.decode(errors="replace"))

@@ -12,6 +12,7 @@ and field errors; an unreachable server raises `ApiUnreachable`; nothing here pr
 from __future__ import annotations
 
 import os
+import re
 import time
 import tomllib
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from suanli.client_programs import ProgramsClient
 from suanli.client_reports import ReportsClient
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+_RANK_PREFIX = re.compile(rb"^\[rank (\d+)\] ")  # a line of the merged log view
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_LOST"}
 
 
@@ -158,25 +160,46 @@ class Client(AccountsClient, ProgramsClient, ReportsClient, IdentityClient, Clus
         """Center admins: stop a running job and put it back in the queue."""
         return self._json("POST", f"/v1/jobs/{job_id}/requeue")  # type: ignore[no-any-return]
 
-    def logs(self, job_id: int, offset: int = 0) -> tuple[bytes, int, str]:
-        """(bytes from offset, next offset, job status)."""
-        r = self._request("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset})
-        return r.content, int(r.headers.get("X-Log-Offset", offset)), r.headers.get("X-Job-Status", "")
+    def logs(self, job_id: int, offset: int | str = 0, rank: int | None = None) -> tuple[bytes, int | str, str]:
+        """(bytes from `offset`, where to continue, job status). With `rank` (or for a
+        single-node job) one rank's log and an int offset; else a multi-node job's merged
+        view (lines prefixed `[rank N] `), continued by the cursor string returned."""
+        params: dict[str, Any] = {"rank": rank} if rank is not None else {}
+        if isinstance(offset, str):
+            params["cursor"] = offset
+        else:
+            params["offset"] = offset
+        r = self._request("GET", f"/v1/jobs/{job_id}/logs", params=params)
+        nxt: int | str = int(r.headers["X-Log-Offset"]) if "X-Log-Offset" in r.headers else r.headers.get("X-Log-Cursor", "")
+        return r.content, nxt, r.headers.get("X-Job-Status", "")
 
-    def follow_logs(self, job_id: int, offset: int = 0, retries: int = 3) -> Iterator[bytes]:
+    def follow_logs(self, job_id: int, offset: int = 0, retries: int = 3, rank: int | None = None) -> Iterator[bytes]:
         """The job's output from `offset` as it is written, until the job has ended (one
-        streamed request). A dropped connection resumes from the last byte received, up to
+        streamed request). A dropped connection resumes from the last byte received (in the
+        merged view of a multi-node job: from the last whole line of each rank), up to
         `retries` times in a row; then `ApiUnreachable`."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         failures = 0
+        cursor: list[int] | None = None  # the merged view's per-rank offsets, once known
         while True:
+            params: dict[str, Any] = {"follow": "true"}
+            if rank is not None:
+                params["rank"] = rank
+            if cursor is not None:
+                params["cursor"] = ",".join(map(str, cursor))
+            else:
+                params["offset"] = offset
             try:
-                with self.http.stream("GET", f"{self.server}/v1/jobs/{job_id}/logs", headers=headers,
-                                      params={"offset": offset, "follow": "true"},
+                with self.http.stream("GET", f"{self.server}/v1/jobs/{job_id}/logs", headers=headers, params=params,
                                       timeout=httpx.Timeout(30.0, read=None)) as r:  # quiet jobs send nothing for long
                     if r.status_code >= 400:
                         r.read()
                         raise _api_error(r)
+                    if "X-Log-Cursor" in r.headers:  # merged: the server sends whole prefixed lines
+                        cursor = [int(x) for x in r.headers["X-Log-Cursor"].split(",")]
+                        yield from self._merged_lines(r.iter_bytes(), cursor)
+                        failures = 0
+                        return
                     for chunk in r.iter_bytes():
                         offset += len(chunk)
                         failures = 0
@@ -187,6 +210,22 @@ class Client(AccountsClient, ProgramsClient, ReportsClient, IdentityClient, Clus
                 if failures > retries:
                     raise ApiUnreachable(f"lost the log stream from {self.server} ({e})") from e
                 time.sleep(0.5 * failures)
+
+    @staticmethod
+    def _merged_lines(chunks: Iterator[bytes], cursor: list[int]) -> Iterator[bytes]:
+        """Whole `[rank N] ` lines from a merged stream, advancing `cursor` (in place) by the
+        log bytes each line stands for, so a resumed stream starts after the last line shown."""
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                m = _RANK_PREFIX.match(line)
+                if m and int(m.group(1)) < len(cursor):
+                    cursor[int(m.group(1))] += len(line) - m.end() + 1
+                yield line + b"\n"
+        if pending:
+            yield pending
 
     def wait(self, job_id: int, timeout: float | None = None, poll_s: float = 0.5) -> dict[str, Any]:
         """Poll until the job ends; returns the final job."""

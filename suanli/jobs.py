@@ -20,6 +20,10 @@ Invariants:
 - Status changes here are version-guarded and retried a few times when the scheduler moved
   the job between the read and the write; actions an admin takes on someone else's job (and
   every requeue) write an audit row in the same transaction.
+- Logs: each rank writes `<jobs_dir>/<id>/rank-<n>.log`. One rank's log is served as raw
+  bytes by offset; the merged view of a multi-node job prefixes every line with `[rank N] `
+  and pages by a cursor of per-rank offsets (rank order within each read, whole lines only
+  until the job has ended). A single-node job's merged view is its rank 0 log, unprefixed.
 """
 
 from __future__ import annotations
@@ -381,13 +385,23 @@ def requeue(db: Database, who: Principal, job_id: int) -> Job:
 
 
 def log_path(jobs_dir: Path, job_id: int, rank: int = 0) -> Path:
-    """Where the runner writes a job's combined stdout and stderr."""
+    """Where rank `rank`'s runner writes its combined stdout and stderr."""
     return jobs_dir / str(job_id) / f"rank-{rank}.log"
 
 
-def read_log(jobs_dir: Path, job_id: int, offset: int, max_bytes: int) -> tuple[bytes, int]:
-    """Bytes of the log from `offset` (at most `max_bytes`) and the next offset."""
-    path = log_path(jobs_dir, job_id)
+def log_ranks(job: Job) -> int:
+    """How many rank logs the job has (or will have): one per server."""
+    return max(1, len(job.placements) or job.resources.nodes)
+
+
+def check_rank(job: Job, rank: int | None) -> None:
+    if rank is not None and not 0 <= rank < log_ranks(job):
+        raise invalid("bad_rank", f"job {job.id} has ranks 0..{log_ranks(job) - 1}, not {rank}", "rank")
+
+
+def read_log(jobs_dir: Path, job_id: int, offset: int, max_bytes: int, rank: int = 0) -> tuple[bytes, int]:
+    """Bytes of one rank's log from `offset` (at most `max_bytes`) and the next offset."""
+    path = log_path(jobs_dir, job_id, rank)
     if offset < 0:
         raise invalid("bad_offset", "offset must be >= 0", "offset")
     try:
@@ -399,22 +413,81 @@ def read_log(jobs_dir: Path, job_id: int, offset: int, max_bytes: int) -> tuple[
     return data, offset + len(data)
 
 
+def parse_cursor(text: str | None, ranks: int) -> list[int]:
+    """A merged-log cursor: one byte offset per rank, comma-separated ("" or None: the start)."""
+    if not text:
+        return [0] * ranks
+    try:
+        cursor = [int(x) for x in text.split(",")]
+    except ValueError:
+        cursor = []
+    if len(cursor) != ranks or any(c < 0 for c in cursor):
+        raise invalid("bad_cursor", f"cursor must be {ranks} byte offsets >= 0, comma-separated (X-Log-Cursor)", "cursor")
+    return cursor
+
+
+def read_merged(jobs_dir: Path, job_id: int, cursor: list[int], max_bytes: int, final: bool) -> tuple[bytes, list[int]]:
+    """The merged view of a multi-rank job's logs from `cursor` (one offset per rank): each
+    whole line prefixed `[rank N] `, rank 0's new lines first, then rank 1's, …, reading at
+    most `max_bytes` of log. A line still being written is held back until it ends, unless
+    `final` (the job has ended) or it alone is longer than `max_bytes`. Returns the text and
+    the next cursor."""
+    out: list[bytes] = []
+    nxt = list(cursor)
+    budget = max_bytes
+    for rank, offset in enumerate(cursor):
+        if budget <= 0:
+            break
+        data, _ = read_log(jobs_dir, job_id, offset, budget, rank)
+        if not final and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            if cut or len(data) < budget:  # else one line longer than the budget: send it in pieces
+                data = data[:cut]
+        if not data:
+            continue
+        budget -= len(data)
+        nxt[rank] = offset + len(data)
+        prefix = f"[rank {rank}] ".encode()
+        lines = data.splitlines(keepends=True)
+        out.extend(prefix + line for line in lines)
+        if not lines[-1].endswith(b"\n"):
+            out.append(b"\n")  # the last, unterminated line of a finished rank
+    return b"".join(out), nxt
+
+
 FOLLOW_CHUNK = 256 * 1024
 
 
 async def follow_log(db: Database, who: Principal, jobs_dir: Path, job_id: int, offset: int,
-                     disconnected: Callable[[], Awaitable[bool]], poll_s: float = 0.5) -> AsyncIterator[bytes]:
-    """The log from `offset` as it grows, until the job has ended and all of it was sent,
-    or the client went away. Each round reads the status first and then the file to its
+                     disconnected: Callable[[], Awaitable[bool]], poll_s: float = 0.5, rank: int = 0) -> AsyncIterator[bytes]:
+    """One rank's log from `offset` as it grows, until the job has ended and all of it was
+    sent, or the client went away. Each round reads the status first and then the file to its
     end, so once a terminal status is seen every byte written before it has been sent.
     Database and file reads run in worker threads; nothing is held between rounds."""
     while True:
         job = await asyncio.to_thread(get, db, who, job_id)
         while True:
-            data, offset = await asyncio.to_thread(read_log, jobs_dir, job_id, offset, FOLLOW_CHUNK)
+            data, offset = await asyncio.to_thread(read_log, jobs_dir, job_id, offset, FOLLOW_CHUNK, rank)
             if not data:
                 break
             yield data
         if job.status in TERMINAL or await disconnected():
+            return
+        await asyncio.sleep(poll_s)
+
+
+async def follow_merged(db: Database, who: Principal, jobs_dir: Path, job_id: int, cursor: list[int],
+                        disconnected: Callable[[], Awaitable[bool]], poll_s: float = 0.5) -> AsyncIterator[bytes]:
+    """`follow_log` for the merged view: whole prefixed lines of every rank as they come
+    (each round: rank 0's new lines, then rank 1's, …), until the job has ended."""
+    while True:
+        job = await asyncio.to_thread(get, db, who, job_id)
+        final = job.status in TERMINAL
+        while True:
+            data, cursor = await asyncio.to_thread(read_merged, jobs_dir, job_id, cursor, FOLLOW_CHUNK, final)
+            if not data:
+                break
+            yield data
+        if final or await disconnected():
             return
         await asyncio.sleep(poll_s)

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import DbDep, PrincipalDep, SettingsDep
 from api.schemas.jobs import EventOut, JobList, JobOut, JobSpecIn, job_out, submission_from_spec
 from api.validation import validation_error
-from scheduler.types import JobStatus
+from scheduler.types import TERMINAL, JobStatus
 from suanli import jobs as service
 from suanli.db.store.jobs import JobSort
 from suanli.errors import invalid
@@ -195,17 +195,39 @@ def job_logs(
     offset: Annotated[int, Query(ge=0, le=2**40)] = 0,  # 1 TiB; seeking far past a file's end is an OSError
     limit: Annotated[int, Query(ge=1, le=8 * 1024 * 1024)] = 1024 * 1024,
     follow: Annotated[bool, Query(description="Stream new output until the job has ended (or the client leaves)")] = False,
+    rank: Annotated[int | None, Query(ge=0, le=100_000, description="Only this rank's log (multi-node jobs)")] = None,
+    cursor: Annotated[str | None, Query(max_length=200_000, description="Merged view: where to continue, as "
+                                        "returned in X-Log-Cursor (one byte offset per rank)")] = None,
 ) -> Response:
-    """The job's combined stdout and stderr from byte `offset`. `X-Log-Offset` is where to
-    continue; `X-Job-Status` tells a follower when to stop. With `follow=true` the answer is
-    a stream (no `limit`) that ends when the job has ended and all its output was sent."""
+    """The job's combined stdout and stderr. With `rank`, or for a single-node job, one
+    rank's log from byte `offset`; `X-Log-Offset` is where to continue. Without `rank`, a
+    multi-node job's ranks merged: every line prefixed `[rank N] `, new lines in rank order,
+    continued with `cursor` = the `X-Log-Cursor` answered (whole lines only until the job has
+    ended). `X-Log-Ranks` is the job's rank count; `X-Job-Status` tells a follower when to
+    stop. With `follow=true` the answer is a stream (no `limit`) that ends when the job has
+    ended and all its output was sent. 422 `bad_rank`, `bad_cursor`."""
     job = service.get(db, who, job_id)
+    service.check_rank(job, rank)
+    ranks = service.log_ranks(job)
+    headers = {"X-Log-Ranks": str(ranks), "X-Job-Status": str(job.status)}
+    if rank is not None or ranks == 1:
+        one = rank or 0
+        if follow:
+            gen = service.follow_log(db, who, settings.jobs_dir, job_id, offset, request.is_disconnected, rank=one)
+            return StreamingResponse(gen, media_type="text/plain; charset=utf-8",
+                                     headers={"X-Accel-Buffering": "no", "X-Log-Ranks": str(ranks)})
+        data, nxt = service.read_log(settings.jobs_dir, job_id, offset, limit, one)
+        return Response(content=data, media_type="text/plain; charset=utf-8",
+                        headers=headers | {"X-Log-Offset": str(nxt), "X-Log-Cursor": str(nxt)})
+    if offset:
+        raise invalid("offset_needs_rank", "offset pages one rank's log (give rank); the merged view pages by cursor",
+                      "offset")
+    at = service.parse_cursor(cursor, ranks)
     if follow:
-        gen = service.follow_log(db, who, settings.jobs_dir, job_id, offset, request.is_disconnected)
-        return StreamingResponse(gen, media_type="text/plain; charset=utf-8", headers={"X-Accel-Buffering": "no"})
-    data, nxt = service.read_log(settings.jobs_dir, job_id, offset, limit)
-    return Response(
-        content=data,
-        media_type="text/plain; charset=utf-8",
-        headers={"X-Log-Offset": str(nxt), "X-Job-Status": str(job.status)},
-    )
+        gen = service.follow_merged(db, who, settings.jobs_dir, job_id, at, request.is_disconnected)
+        return StreamingResponse(gen, media_type="text/plain; charset=utf-8",
+                                 headers={"X-Accel-Buffering": "no", "X-Log-Ranks": str(ranks),
+                                          "X-Log-Cursor": ",".join(map(str, at))})
+    data, nxt_cursor = service.read_merged(settings.jobs_dir, job_id, at, limit, job.status in TERMINAL)
+    return Response(content=data, media_type="text/plain; charset=utf-8",
+                    headers=headers | {"X-Log-Cursor": ",".join(map(str, nxt_cursor))})
