@@ -10,16 +10,28 @@ Invariants:
   every `refresh_s`); status changes always carry an event.
 - Preemptions are applied first (PREEMPTING, stop signal with the grace period), so their
   devices are stopping before anything else happens.
-- Each cycle that completes renews the scheduler lease (`scheduler_lease`: holder, renewed_at;
-  one UPDATE, at most every `lease_renew_s`), which `/readyz` checks; a failing cycle does
-  not renew it, so a scheduler that keeps failing shows as not ready.
+- Leader election (`scheduler.leader`): several loops may run; only the one holding the
+  lease (`scheduler_lease`: holder, renewed_at, fencing token) acts. A loop that does not
+  lead does nothing but try to take the lease each cycle (a compare-and-set: free, expired
+  after `lease_timeout_s`, or already under its name; the token grows by one) — no snapshot,
+  no launch, no reconcile. Each cycle that completes renews the lease (compare-and-set on
+  holder and token, at most every `lease_renew_s`), which `/readyz` checks; a failing cycle
+  does not renew it, so a scheduler that keeps failing shows as not ready and is replaced.
+- Fencing: every transaction of the leader (snapshot, starts with their claims, preemptions,
+  waits, the reconciler's endings, meters, node sweeps) runs on `FencedDatabase`, whose first
+  statement checks the lease's holder and token: one primary-key read, share-locked on
+  PostgreSQL (SQLite's `BEGIN IMMEDIATE` serializes writers anyway). A loop that lost the
+  lease while paused gets `NotLeader`, its transaction rolls back, and it steps down.
+- Crash recovery: on taking the lease, and every `recover_every` cycles, runners on Ray whose
+  job holds no devices in the database are killed (`scheduler.recovery.recover`); jobs
+  holding devices without runners go through the reconciler (LOST / starting timeout); on
+  taking the lease, runners of STARTING jobs are asked to start again (idempotent), as the
+  previous leader may have died before its `start` reached them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,11 +45,12 @@ from sqlalchemy.exc import IntegrityError
 from quota.programs import expire_vouchers
 from quota.settlement import InsufficientFunds, bill_to_json, place_hold
 from scheduler.launcher import Launcher, LaunchError
+from scheduler.leader import FencedDatabase, Lease, NotLeader, default_holder
 from scheduler.policy import decide
 from scheduler.reconciler import Reconciler
+from scheduler.recovery import RunnerDirectory, recover
 from scheduler.types import Decisions, Job, JobStatus, LaunchSpec, PolicyConfig, Snapshot, Start, Vendor, Wait
 from suanli.db.engine import Database
-from suanli.db.store import cluster as cluster_store
 from suanli.db.store import jobs as job_store
 from suanli.db.store import tenancy
 from suanli.db.store.snapshot import Loaded, load_snapshot
@@ -63,6 +76,8 @@ class CycleReport:
     preempted: list[int] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    leader: bool = True  # False: this loop did not hold the lease and did nothing else
+    orphans: list[int] = field(default_factory=list)  # jobs whose leftover runners were killed
 
 
 @dataclass
@@ -80,6 +95,13 @@ class LoopConfig:
     refund_center_faults: bool = True
     # The scheduler lease is renewed at most this often (a third of scheduler_lease_timeout_s).
     lease_renew_s: float = 10.0
+    # Another loop takes the lease over once it has not been renewed for this long
+    # (`scheduler_lease_timeout_s`); the lease row's name (tests use their own).
+    lease_timeout_s: float = 30.0
+    lease_name: str = "scheduler"
+    # The leader looks for orphan runners on Ray when it takes the lease and every this many
+    # cycles (0: only when it takes the lease).
+    recover_every: int = 60
     # Servers whose last heartbeat is older than this are not placed on (DOWN); None places
     # on every READY server (tests without agents).
     node_timeout_s: float | None = None
@@ -96,23 +118,50 @@ class SchedulerLoop:
         config: LoopConfig,
         clock: Clock | None = None,
         policy: Policy = decide,
+        holder: str | None = None,
+        runners: RunnerDirectory | None = None,
     ) -> None:
-        self.db = db
+        self.holder = holder or default_holder()
+        self.lease = Lease(db, self.holder, config.lease_timeout_s, config.lease_name)
+        self.db = FencedDatabase(db, self.lease)  # every unit of work below checks the lease first
+        self.runners = runners  # None: no orphan sweep (launchers without a directory)
+        self._cycles = 0
         self.launcher = launcher
         self.config = config
         self.clock = clock or SystemClock()
         self.policy = policy
-        self.reconciler = Reconciler(db, launcher, self.clock, config.starting_timeout_s, config.half_life_s,
+        self.reconciler = Reconciler(self.db, launcher, self.clock, config.starting_timeout_s, config.half_life_s,
                                      refund_center_faults=config.refund_center_faults)
         self._written: dict[int, float] = {}  # pending job -> when its priority was last written
         self._metered_at: datetime | None = None
         self._leased_at: datetime | None = None
-        self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
     def cycle(self) -> CycleReport:
+        """One cycle if this loop leads (taking the lease if it can), else nothing."""
         t0 = time.perf_counter()
         report = CycleReport()
         now = self.clock.now()
+        if not self.lease.leading:
+            if not self.lease.acquire(now):
+                report.leader = False
+                return report
+            self._leased_at, self._cycles = now, 0  # recover first: a new term starts from what Ray has
+        try:
+            self._lead(report, now)
+        except NotLeader as e:  # a transaction found the lease taken over: it rolled back
+            self.lease.step_down(str(e))
+            report.leader = False
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _lead(self, report: CycleReport, now: datetime) -> None:
+        if self.runners is not None and (self._cycles == 0 or (self.config.recover_every and
+                                                               self._cycles % self.config.recover_every == 0)):
+            rec = recover(self.db, self.launcher, self.runners, resume=self._cycles == 0)
+            report.orphans = sorted(rec.orphans)
+            if rec.resumed:
+                log.info("new term: asked the runners of STARTING jobs %s to start", rec.resumed)
+        self._cycles += 1
         if self.config.node_timeout_s is not None:  # lost servers first: their jobs' devices are not running anything
             self.reconciler.sweep_nodes(now, self.config.node_timeout_s, self.config.node_lost_after_s)
         with self.db.begin() as s:  # load
@@ -135,11 +184,10 @@ class SchedulerLoop:
                 expire_vouchers(s, now)
             self._metered_at = now
         if self._leased_at is None or (now - self._leased_at).total_seconds() >= self.config.lease_renew_s:
-            with self.db.begin() as s:
-                cluster_store.renew_lease(s, self.holder, now)
+            if not self.lease.renew(now):
+                report.leader = False
+                return
             self._leased_at = now
-        report.seconds = time.perf_counter() - t0
-        return report
 
     def _apply_preempt(self, job_id: int, reason: str, loaded: Loaded, now: datetime) -> None:
         running = next(j for j in loaded.snapshot.running if j.id == job_id)
@@ -243,13 +291,19 @@ class SchedulerLoop:
         )
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
-        """Cycle until `stop` is set; a failing cycle is logged and retried next interval."""
+        """Cycle until `stop` is set; a failing cycle is logged and retried next interval. On
+        stop the lease is given up, so a standby loop takes over at once."""
         while not stop.is_set():
             try:
                 report = self.cycle()
-                if report.started or report.finished or report.preempted:
-                    log.info("cycle: started %s, preempted %s, finished %s, %d waiting (%.3fs)",
-                             report.started, report.preempted, report.finished, report.waiting, report.seconds)
+                if report.started or report.finished or report.preempted or report.orphans:
+                    log.info("cycle: started %s, preempted %s, finished %s, orphans killed %s, %d waiting (%.3fs)",
+                             report.started, report.preempted, report.finished, report.orphans, report.waiting,
+                             report.seconds)
             except Exception:  # noqa: BLE001 - keep scheduling; the next cycle reloads everything
                 log.exception("scheduling cycle failed")
             stop.wait(interval_s)
+        try:
+            self.lease.release()
+        except Exception:  # noqa: BLE001 - the lease then expires by itself
+            log.exception("could not release the scheduler lease")

@@ -1,5 +1,8 @@
 """The scheduler process (`suanli scheduler`): connect to the database and Ray, then cycle
-until SIGTERM/SIGINT. One process per center for now (leader election comes later)."""
+until SIGTERM/SIGINT. Several may run: the one holding the lease acts, the others stand by and
+take over within `scheduler_lease_timeout_s` when it stops renewing (`scheduler.leader`); a
+clean stop gives the lease up at once. A new leader first kills orphan runners
+(`scheduler.recovery`), so a scheduler may be killed at any point and restarted."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import threading
 
 from scheduler.launcher import RayLauncher
 from scheduler.loop import LoopConfig, SchedulerLoop
+from scheduler.recovery import RayRunners
 from scheduler.types import PolicyConfig
 from suanli.db.engine import Database
 from suanli.settings import Settings
@@ -34,17 +38,18 @@ def loop_config(settings: Settings) -> LoopConfig:
     return LoopConfig(settings.jobs_dir, settings.starting_timeout_s, policy, settings.fairshare_half_life_s,
                       meter_interval_s=settings.meter_interval_s, refund_center_faults=settings.refund_center_faults,
                       node_timeout_s=settings.node_heartbeat_timeout_s, node_lost_after_s=settings.node_lost_after_s,
-                      lease_renew_s=settings.scheduler_lease_timeout_s / 3)
+                      lease_renew_s=settings.scheduler_lease_timeout_s / 3,
+                      lease_timeout_s=settings.scheduler_lease_timeout_s)
 
 
 def run(settings: Settings) -> None:
     db = Database(settings.effective_database_url)
     launcher = RayLauncher(settings.ray_address, settings.ray_namespace)
-    loop = SchedulerLoop(db, launcher, loop_config(settings))
+    loop = SchedulerLoop(db, launcher, loop_config(settings), runners=RayRunners(settings.ray_namespace))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("scheduler running: database %s, ray %s, every %.1fs",
+    log.info("scheduler %s running: database %s, ray %s, every %.1fs", loop.holder,
              settings.effective_database_url.split("@")[-1], settings.ray_address, settings.scheduler_interval_s)
     loop.run(stop, settings.scheduler_interval_s)
     log.info("scheduler stopped")

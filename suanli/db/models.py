@@ -438,10 +438,13 @@ class BillingRunRow(Base):
 
 
 class SchedulerLeaseRow(Base):
-    """The scheduler's heartbeat: the loop renews its row every few seconds; `/readyz` reports
-    not ready when it is older than `scheduler_lease_timeout_s`. One row per lease name."""
+    """The scheduler's leadership lease and heartbeat: the leading loop renews its row every
+    few seconds; `/readyz` reports not ready when it is older than `scheduler_lease_timeout_s`;
+    another loop takes it over only once it is that old. One row per lease name."""
 
     __tablename__ = "scheduler_lease"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))  # host:pid of the loop that renewed it last
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Fencing token: +1 at every acquisition (a new term); the leader's writes check it.
+    token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

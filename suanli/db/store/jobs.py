@@ -27,6 +27,7 @@ from quota.types import Split
 from quota.usage import Accumulator
 from scheduler.states import transition
 from scheduler.types import (
+    ACTIVE,
     Job,
     JobStatus,
     JobSubmission,
@@ -424,6 +425,21 @@ def job_owner(s: Session, job_id: int) -> tuple[int, int] | None:
 
 def jobs_in(s: Session, statuses: Sequence[JobStatus]) -> list[Job]:
     return _jobs(s, _job_query().where(JobRow.status.in_([str(x) for x in statuses])).order_by(JobRow.id))
+
+
+def active_ids(s: Session, job_ids: Sequence[int]) -> set[int]:
+    """Which of `job_ids` hold devices now (STARTING, RUNNING, CANCELLING, PREEMPTING)."""
+    if not job_ids:
+        return set()
+    statuses = [str(x) for x in ACTIVE]
+    return set(s.scalars(select(JobRow.id).where(JobRow.id.in_(list(job_ids)), JobRow.status.in_(statuses))))
+
+
+def status_of(s: Session, job_ids: Sequence[int], status: JobStatus) -> set[int]:
+    """Which of `job_ids` are in `status` now."""
+    if not job_ids:
+        return set()
+    return set(s.scalars(select(JobRow.id).where(JobRow.id.in_(list(job_ids)), JobRow.status == str(status))))
 
 
 def scheduled_at(s: Session, job_ids: Sequence[int]) -> dict[int, datetime | None]:
