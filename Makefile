@@ -19,7 +19,8 @@ demo: $(STAMP)
 	$(BIN)/suanli up
 
 # Everything: unit, API on SQLite and PostgreSQL, end to end on a local Ray cluster, CLI,
-# `suanli up` itself, the Helm chart. Starts PostgreSQL if it is not running.
+# `suanli up` itself, the Helm chart, alert rules and dashboards against a real Prometheus.
+# Starts PostgreSQL if it is not running and installs Prometheus if it is missing.
 test: $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
@@ -34,8 +35,10 @@ bench: $(STAMP)
 	$(BIN)/suanli bench ledger --json
 	$(BIN)/suanli bench api --json
 
+# PostgreSQL for the API suites; Prometheus (promtool) for the alert-rule and dashboard tests.
 services:
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-prometheus.sh
 
 clean:
 	rm -rf $(VENV) .suanli .pytest_cache .hypothesis

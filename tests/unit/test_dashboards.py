@@ -44,6 +44,9 @@ def catalogue() -> dict[str, str]:
     section = agents.split("## Metrics", 1)[1].split("\n## ", 1)[0]
     for name in re.findall(r"`((?:DCGM_FI_DEV|npu_chip_info|suanli_device|suanli_agent)_[A-Za-z0-9_]+|machine_npu_nums)`", section):
         names.setdefault(name, "agent")
+        if name == "suanli_agent_heartbeat_failures":
+            # A prometheus-client counter: served as `..._total` (docs/agents.md names the family).
+            names[name + "_total"] = "agent"
     return names
 
 
