@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from scheduler.leader import Lease, NotLeader
 from scheduler.loop import LoopConfig, SchedulerLoop
 from scheduler.policy import decide
+from scheduler.recovery import recover
 from scheduler.types import Decisions, LaunchSpec, RunnerPhase, RunnerState, Snapshot
 from suanli.db.store import jobs as job_store
 from suanli.db.models import BillingRunRow, DeviceClaimRow, JobEventRow, LedgerTxnRow, SchedulerLeaseRow
@@ -257,3 +258,57 @@ def test_tokens_grow_at_every_acquisition_and_only_one_of_many_wins(fresh: Cente
     assert not w.leading
     assert leases[0].acquire(later) and leases[0].token == 3  # released: taken at once
     assert leases[0].renew(later + timedelta(seconds=5)) and leases[0].token == 3  # renewal keeps the term
+
+
+class Directory:
+    """The runners `SharedRay` has, as Ray's named actors would list them, plus runners
+    planted by the test (`extra`) and the `start` requests the loop re-sends."""
+
+    def __init__(self, ray: SharedRay) -> None:
+        self.ray = ray
+        self.extra: dict[int, set[int]] = {}
+        self.resumed: list[int] = []
+
+    def runners(self) -> dict[int, set[int]]:
+        live = {j: {0} for j in self.ray.started}
+        return live | self.extra
+
+    def resume(self, job_id: int, ranks: set[int]) -> None:
+        self.resumed.append(job_id)
+
+
+def test_a_new_leader_kills_orphans_and_resends_start_to_starting_runners(fresh: Center) -> None:
+    """Invariants (crash recovery, with the runner listing scripted): when a loop takes the
+    lease it kills the runners of jobs that hold no devices (finished, or unknown to the
+    database) and only those, and asks the runners of STARTING jobs to start (their first
+    `start` may have died with the old leader); runners of RUNNING jobs are left alone; a
+    loop that lost the lease kills nothing."""
+    c = fresh
+    clock, ray, a, b = pair(c)
+    d = Directory(ray)
+    b.runners = d
+    m = c.new_org()
+    done, running = submit(c, m.token), submit(c, m.token)
+    assert sorted(a.cycle().started) == [done, running]
+    clock.t += timedelta(seconds=1)
+    ray.exit(done)
+    assert a.cycle().finished == [done]
+    starting = submit(c, m.token)
+    ray.calls.clear()
+    a.launcher.poll = lambda jobs: {j: RunnerState(RunnerPhase.STARTING) if j == starting else ray.state(j)  # type: ignore[method-assign]
+                                    for j in jobs}
+    assert a.cycle().started == [starting] and status(c, starting) == "STARTING"
+    d.extra = {done: {0}, 999_999: {0, 1}}  # a finished job's runner left behind, a never-committed launch
+    a.lease.release()  # a stops; b takes over at its next cycle
+    report = b.cycle()
+    assert report.leader and report.orphans == [done, 999_999]
+    assert ("b", "release", done) in ray.calls and ("b", "release", 999_999) in ray.calls
+    assert not any(x[1] == "release" and x[2] in (running, starting) for x in ray.calls)
+    assert d.resumed == [starting]
+    assert status(c, running) == "RUNNING"
+    # a stale loop (its lease taken) recovering: refused before it kills anything
+    a.runners = d
+    a.lease.token = 1
+    with pytest.raises(NotLeader):
+        recover(a.db, a.launcher, d, resume=True)
+    assert not any(x[0] == "a" and x[1] == "release" for x in ray.calls)
