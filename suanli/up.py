@@ -2,8 +2,10 @@
 
 Starts, in order: the database (SQLite file in WAL mode, migrated by Alembic), demo data,
 a real local Ray cluster with one Ray node per simulated server, the API (uvicorn), the
-scheduler, and one agent per server (simulated devices). Prints where everything is and
-writes the CLI config. Ctrl-C (or SIGTERM) stops everything it started, in reverse order.
+scheduler, one agent per server (simulated devices), and Prometheus when `prometheus` is on
+PATH (a generated config scraping the API, the scheduler and the agents, with the alert
+rules of deploy/prometheus/). Prints where everything is and writes the CLI config.
+Ctrl-C (or SIGTERM) stops everything it started, in reverse order.
 
 Invariants:
 - Nothing is left behind: children run in their own sessions with PDEATHSIG where
@@ -11,6 +13,9 @@ Invariants:
   their runners before Ray shuts down.
 - A second `suanli up` on the same data dir reuses the database and the demo tokens.
 - If any child dies, `up` reports its log file and stops the rest (exit code 1).
+- Ports: the API, the agents (`agent_port`, +1, …) and the scheduler's metrics (the port
+  after the last agent's) are checked free before anything starts; Prometheus takes 9090,
+  or a free port when 9090 is taken.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from suanli.client import write_config
 from suanli.cluster import ClusterSpec, demo_cluster
@@ -34,8 +40,28 @@ from suanli.demo import seed
 from suanli.settings import Settings
 
 
+# The alert rules, when running from a source checkout (a wheel does not ship deploy/).
+RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules.yaml"
+PROMETHEUS_PORT = 9090
+
+
 class UpError(Exception):
     pass
+
+
+def prometheus_config(api: str, scheduler: str, agents: list[str], rules: Path | None) -> dict[str, object]:
+    """A Prometheus config scraping one `suanli up` center (host:port targets) every 5 s.
+    The agents are scraped with honor_labels: their `job` label is the suanli job holding a
+    device (as with the Helm chart's ServiceMonitor), not the scrape job."""
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "rule_files": [str(rules)] if rules is not None else [],
+        "scrape_configs": [
+            {"job_name": "suanli-api", "static_configs": [{"targets": [api]}]},
+            {"job_name": "suanli-scheduler", "static_configs": [{"targets": [scheduler]}]},
+            {"job_name": "suanli-agent", "honor_labels": True, "static_configs": [{"targets": agents}]},
+        ],
+    }
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -104,11 +130,13 @@ def run_up(data_dir: Path, port: int, cluster_file: Path | None, agent_port: int
     data_dir = data_dir.resolve()
     settings = Settings(data_dir=data_dir, api_port=port)
     cluster: ClusterSpec = ClusterSpec.load(cluster_file) if cluster_file else demo_cluster()
-    ports = [port] + [agent_port + i for i in range(len(cluster.servers))]
+    scheduler_metrics_port = agent_port + len(cluster.servers)
+    ports = [port] + [agent_port + i for i in range(len(cluster.servers))] + [scheduler_metrics_port]
     taken = [p for p in ports if not _port_free(settings.api_host, p)]
     if taken:
         raise UpError(f"port(s) {', '.join(map(str, taken))} on {settings.api_host} are in use "
-                      "(is another `suanli up` running? use --port / --agent-port)")
+                      "(is another `suanli up` running? use --port / --agent-port; the scheduler's metrics "
+                      "take the port after the last agent's)")
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -135,7 +163,8 @@ def run_up(data_dir: Path, port: int, cluster_file: Path | None, agent_port: int
         children.spawn("api", [py, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", settings.api_host,
                                "--port", str(port), "--log-level", "warning"], env)
         _wait_until("the API", lambda: httpx.get(f"{settings.api_url}/healthz", timeout=2).status_code == 200, 60, children)
-        children.spawn("scheduler", [py, "-m", "suanli", "scheduler"], env)
+        children.spawn("scheduler", [py, "-m", "suanli", "scheduler"],
+                       dict(env, SUANLI_SCHEDULER_METRICS_PORT=str(scheduler_metrics_port)))
         agent_env = dict(env, SUANLI_AGENT_TOKEN=tokens.agent)
         for i, server in enumerate(cluster.servers):
             argv = [py, "-m", "agents.main", "run", "--backend", "simulated", "--api-url", settings.api_url,
@@ -153,8 +182,11 @@ def run_up(data_dir: Path, port: int, cluster_file: Path | None, agent_port: int
             lambda: names <= {n["name"] for n in httpx.get(f"{settings.api_url}/v1/nodes", headers=headers, timeout=2).json()},
             60, children,
         )
+        prometheus_url = _start_prometheus(children, data_dir, settings.api_host, port, scheduler_metrics_port,
+                                           [agent_port + i for i in range(len(cluster.servers))])
         cfg = write_config(settings.api_url, tokens.member)
-        _banner(settings, cluster, agent_port, tokens.member, tokens.admin, cfg, log_dir, ray_cluster.address)
+        _banner(settings, cluster, agent_port, tokens.member, tokens.admin, cfg, log_dir, ray_cluster.address,
+                scheduler_metrics_port, prometheus_url)
         while not stop.wait(1.0):
             dead = children.dead()
             if dead:
@@ -168,6 +200,31 @@ def run_up(data_dir: Path, port: int, cluster_file: Path | None, agent_port: int
         ray_cluster.shutdown()
         print("stopped.", flush=True)
     return code
+
+
+def _start_prometheus(children: Children, data_dir: Path, host: str, api_port: int, scheduler_port: int,
+                      agent_ports: list[int]) -> str | None:
+    """Prometheus scraping this center, if `prometheus` is installed; its URL, or None."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        return None
+    port = PROMETHEUS_PORT if _port_free(host, PROMETHEUS_PORT) else _any_free_port(host)
+    root = data_dir / "prometheus"
+    root.mkdir(parents=True, exist_ok=True)
+    config = prometheus_config(f"{host}:{api_port}", f"{host}:{scheduler_port}", [f"{host}:{p}" for p in agent_ports],
+                               RULES if RULES.exists() else None)
+    (root / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    children.spawn("prometheus", [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+                                  f"--web.listen-address={host}:{port}", "--log.level=warn"], dict(os.environ))
+    url = f"http://{host}:{port}"
+    _wait_until("Prometheus", lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60, children)
+    return url
+
+
+def _any_free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _stop_jobs(address: str, settings: Settings) -> None:
@@ -186,7 +243,7 @@ def _stop_jobs(address: str, settings: Settings) -> None:
 
 
 def _banner(settings: Settings, cluster: ClusterSpec, agent_port: int, member: str, admin: str,
-            cfg: Path, log_dir: Path, ray_address: str) -> None:
+            cfg: Path, log_dir: Path, ray_address: str, scheduler_metrics_port: int, prometheus_url: str | None) -> None:
     lines = [
         "",
         "suanli is up.",
@@ -195,6 +252,12 @@ def _banner(settings: Settings, cluster: ClusterSpec, agent_port: int, member: s
     ]
     for i, s in enumerate(cluster.servers):
         lines.append(f"  agent      {s.name:<8} {s.accelerator_type} x{s.devices}  metrics http://{settings.api_host}:{agent_port + i}/metrics")
+    lines.append(f"  scheduler  metrics http://{settings.api_host}:{scheduler_metrics_port}/metrics")
+    if prometheus_url:
+        lines.append(f"  Prometheus {prometheus_url}   (alerts {prometheus_url}/alerts; Grafana dashboards: deploy/grafana/, "
+                     "see docs/observability.md)")
+    else:
+        lines.append("  Prometheus not started (`prometheus` is not on PATH; scripts/ensure-prometheus.sh installs it)")
     lines += [
         f"  token      {member}   (alice @ city-university; written to {cfg})",
         f"  admin      {admin}",

@@ -365,3 +365,22 @@ def test_every_dashboard_query_returns_data_from_a_running_stack(
         sched_server.shutdown()
         c.client.close()
         c.db.dispose()
+
+
+def test_suanli_up_prometheus_config_is_valid(tmp_path: Path) -> None:
+    """The config `suanli up` writes for its Prometheus passes `promtool check config` (with the
+    alert rules it loads) and scrapes the API, the scheduler and every agent, the agents with
+    honor_labels."""
+    from suanli.up import RULES as UP_RULES
+    from suanli.up import prometheus_config
+
+    config = prometheus_config("127.0.0.1:8000", "127.0.0.1:9404", ["127.0.0.1:9401", "127.0.0.1:9402"], UP_RULES)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = subprocess.run([tools()[1], "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"SUCCESS: {sum(len(g['rules']) for g in yaml.safe_load(RULES.read_text())['groups'])} rules found" in out.stdout
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}  # type: ignore[attr-defined]
+    assert jobs["suanli-agent"]["honor_labels"] is True
+    assert jobs["suanli-agent"]["static_configs"][0]["targets"] == ["127.0.0.1:9401", "127.0.0.1:9402"]
+    assert jobs["suanli-scheduler"]["static_configs"][0]["targets"] == ["127.0.0.1:9404"]
