@@ -563,3 +563,42 @@ def test_notes_render() -> None:
     """NOTES.txt renders and tells how to reach the api and how to give the agents their token."""
     notes = next(t for p, t in render_raw({}).items() if p.endswith("NOTES.txt"))
     assert f"svc/{RELEASE}-api" in notes and f"{RELEASE}-agent-token" in notes
+
+
+# --- alert rules and the three dashboards (deploy/grafana, deploy/prometheus) --------------
+
+
+def test_prometheus_rules_are_off_by_default_and_carry_every_alert() -> None:
+    """No PrometheusRule or rules ConfigMap by default. Enabled, the PrometheusRule (a CRD: checked
+    structurally) and the ConfigMap hold exactly the groups of deploy/prometheus/rules.yaml, with
+    the extra labels, the alerts' {{ $labels }} templates untouched, and every runbook_url prefixed
+    with runbookBaseUrl."""
+    rules_file = yaml.safe_load((CHART_DIR.parents[1] / "prometheus" / "rules.yaml").read_text())
+    assert not find(render({}), "PrometheusRule") and not find(render({}), "ConfigMap", f"{RELEASE}-prometheus-rules")
+    base = "https://git.example.org/suanli/blob/v1/"
+    docs = render({"monitoring": {"rules": {"prometheusRule": True, "configMap": True, "labels": {"release": "kps"},
+                                            "runbookBaseUrl": base}}})
+    rule = one(docs, "PrometheusRule", f"{RELEASE}-alerts")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["metadata"]["labels"]["release"] == "kps"
+    cm = one(docs, "ConfigMap", f"{RELEASE}-prometheus-rules")
+    for groups in (rule["spec"]["groups"], yaml.safe_load(cm["data"]["rules.yaml"])["groups"]):
+        assert [g["name"] for g in groups] == [g["name"] for g in rules_file["groups"]]
+        alerts = [r for g in groups for r in g["rules"]]
+        expected = [r for g in rules_file["groups"] for r in g["rules"]]
+        assert [r["alert"] for r in alerts] == [r["alert"] for r in expected]
+        for got, want in zip(alerts, expected, strict=True):
+            assert got["expr"] == want["expr"] and got["labels"] == want["labels"]
+            assert got["annotations"]["runbook_url"] == base + want["annotations"]["runbook_url"]
+            assert got["annotations"]["summary"] == want["annotations"]["summary"]
+    assert "{{ $labels.node }}" in cm["data"]["rules.yaml"]
+
+
+def test_dashboards_configmap_ships_the_three_dashboards() -> None:
+    """The sidecar ConfigMap carries the center overview, tenants-and-subsidy and nodes-and-devices
+    dashboards of deploy/grafana byte for byte, each with the datasource variable."""
+    cm = one(render({}), "ConfigMap", f"{RELEASE}-dashboards")
+    grafana = CHART_DIR.parents[1] / "grafana"
+    assert set(cm["data"]) == {"suanli-overview.json", "suanli-tenants.json", "suanli-nodes.json"}
+    for name, text in cm["data"].items():
+        assert json.loads(text) == json.loads((grafana / name).read_text())
+        assert any(v["name"] == "datasource" for v in json.loads(text)["templating"]["list"])
