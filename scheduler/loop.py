@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from quota.programs import expire_vouchers
 from quota.settlement import InsufficientFunds, bill_to_json, place_hold
 from scheduler.launcher import Launcher, LaunchError
+from scheduler.metrics import SchedulerMetrics
 from scheduler.leader import FencedDatabase, Lease, NotLeader, default_holder
 from scheduler.policy import decide
 from scheduler.reconciler import Reconciler
@@ -120,7 +121,9 @@ class SchedulerLoop:
         policy: Policy = decide,
         holder: str | None = None,
         runners: RunnerDirectory | None = None,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
+        self.metrics = metrics  # None: record nothing (tests, the simulator)
         self.holder = holder or default_holder()
         self.lease = Lease(db, self.holder, config.lease_timeout_s, config.lease_name)
         self.db = FencedDatabase(db, self.lease)  # every unit of work below checks the lease first
@@ -152,6 +155,10 @@ class SchedulerLoop:
             self.lease.step_down(str(e))
             report.leader = False
         report.seconds = time.perf_counter() - t0
+        if self.metrics:
+            self.metrics.leader.set(1 if report.leader and self.lease.leading else 0)
+            if self.lease.leading:
+                self.metrics.cycle.observe(report.seconds)
         return report
 
     def _lead(self, report: CycleReport, now: datetime) -> None:
@@ -163,7 +170,9 @@ class SchedulerLoop:
                 log.info("new term: asked the runners of STARTING jobs %s to start", rec.resumed)
         self._cycles += 1
         if self.config.node_timeout_s is not None:  # lost servers first: their jobs' devices are not running anything
-            self.reconciler.sweep_nodes(now, self.config.node_timeout_s, self.config.node_lost_after_s)
+            lost = self.reconciler.sweep_nodes(now, self.config.node_timeout_s, self.config.node_lost_after_s)
+            if self.metrics and lost:
+                self.metrics.lost.inc(len(lost))
         with self.db.begin() as s:  # load
             loaded = load_snapshot(s, now, self.config.policy, self.config.half_life_s, self.config.node_timeout_s)
             vendors = tenancy.accelerator_vendors(s)
@@ -175,6 +184,8 @@ class SchedulerLoop:
                 report.started.append(start.job_id)
         self._apply_waits(decisions.waits, loaded, now)
         report.waiting = len(decisions.waits)
+        if self.metrics:
+            self.metrics.waiting(report.waiting)
         report.preempted = [p.job_id for p in decisions.preemptions]
         report.finished = self.reconciler.sync()
         if self.config.meter_interval_s and (self._metered_at is None or
@@ -200,6 +211,8 @@ class SchedulerLoop:
                                               stop_by=now + timedelta(seconds=grace)):
                 return
         self.launcher.stop(job_id, len(running.placements), "preempt", grace)
+        if self.metrics:
+            self.metrics.preempted(reason)
 
     def _apply_waits(self, waits: tuple[Wait, ...], loaded: Loaded, now: datetime) -> None:
         t = now.timestamp()
@@ -266,6 +279,9 @@ class SchedulerLoop:
         except LaunchError as e:
             self.reconciler.fail_launch(job, f"launch failed: {e}")
             return False
+        if self.metrics:
+            self.metrics.started(d.accelerator_type, job.resources.total_devices * job.resources.device_milli / 1000,
+                                 (now - job.submitted_at).total_seconds())
         return True
 
     def launch_spec(self, job: Job, vendor: Vendor) -> LaunchSpec:

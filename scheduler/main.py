@@ -12,6 +12,7 @@ import threading
 
 from scheduler.launcher import RayLauncher
 from scheduler.loop import LoopConfig, SchedulerLoop
+from scheduler.metrics import SchedulerMetrics, serve_metrics
 from scheduler.recovery import RayRunners
 from scheduler.types import PolicyConfig
 from suanli.db.engine import Database
@@ -45,7 +46,14 @@ def loop_config(settings: Settings) -> LoopConfig:
 def run(settings: Settings) -> None:
     db = Database(settings.effective_database_url)
     launcher = RayLauncher(settings.ray_address, settings.ray_namespace)
-    loop = SchedulerLoop(db, launcher, loop_config(settings), runners=RayRunners(settings.ray_namespace))
+    metrics = SchedulerMetrics()
+    if settings.scheduler_metrics_port:
+        try:
+            serve_metrics(metrics, settings.scheduler_metrics_host, settings.scheduler_metrics_port)
+        except OSError as e:  # metrics are for operators: a busy port must not stop scheduling
+            log.error("cannot serve scheduler metrics on %s:%d: %s", settings.scheduler_metrics_host,
+                      settings.scheduler_metrics_port, e.strerror)
+    loop = SchedulerLoop(db, launcher, loop_config(settings), runners=RayRunners(settings.ray_namespace), metrics=metrics)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

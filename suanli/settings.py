@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # Scheduler loop.
     # Seconds between scheduling cycles (snapshot -> decide -> apply -> reconcile).
     scheduler_interval_s: float = 1.0
+    # The scheduler process serves its own metrics (cycle time, decisions, queue waits,
+    # leadership; docs/metrics.md) on this address; port 0 serves none.
+    scheduler_metrics_host: str = "0.0.0.0"
+    scheduler_metrics_port: int = Field(default=9402, ge=0, le=65535)
     # Seconds a job may stay STARTING (runner not yet confirmed by Ray) before it is requeued.
     starting_timeout_s: float = 120.0
     # Default seconds between the stop signal (SIGTERM) and SIGKILL on cancel and time limit.

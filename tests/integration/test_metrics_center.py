@@ -118,3 +118,46 @@ def _center(c: Any) -> CenterCollector:
     found = [x for x in registry._collector_to_names if isinstance(x, CenterCollector)]  # noqa: SLF001
     assert len(found) == 1
     return found[0]
+
+
+def test_loop_records_scheduler_metrics(tmp_path: Path) -> None:
+    """Invariants: a leading loop sets is_leader 1, observes every cycle, counts a start with
+    its queue wait under its type and size class, counts wait decisions, and counts the jobs
+    taken off a lost server; a second loop that cannot take the lease reports is_leader 0
+    and observes no cycle."""
+    from scheduler.metrics import SchedulerMetrics
+
+    c = make_center("", tmp_path, "sqlite")
+    clock, launcher = Clock(), ScriptedLauncher()
+    launcher.clock = clock
+    metrics, standby_metrics = SchedulerMetrics(), SchedulerMetrics()
+    config = LoopConfig(c.settings.jobs_dir, node_timeout_s=60, node_lost_after_s=300)
+    loop = SchedulerLoop(c.db, launcher, config, clock=clock, metrics=metrics, holder="a")
+    standby = SchedulerLoop(c.db, launcher, config, clock=clock, metrics=standby_metrics, holder="b")
+    with c.db.begin() as s:
+        s.execute(update(NodeRow).values(last_heartbeat_at=datetime.now(UTC)))
+    m = c.new_org()
+    for devices in (8, 8, 8):
+        c.client.post("/v1/jobs", headers=c.headers(m.token), json={
+            "name": "x", "resources": {"accelerator": "nvidia-a100-80g", "devices_per_node": devices, "cpus_per_node": 1,
+                                       "memory_per_node": 256}, "command": "true"})
+    loop.cycle()
+    standby.cycle()
+
+    def value(mx: SchedulerMetrics, name: str, **labels: str) -> float:
+        v = mx.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v
+
+    assert value(metrics, "suanli_scheduler_is_leader") == 1 and value(standby_metrics, "suanli_scheduler_is_leader") == 0
+    assert value(metrics, "suanli_scheduler_decisions_total", kind="start") == 2
+    assert value(metrics, "suanli_scheduler_decisions_total", kind="wait") == 1
+    assert value(metrics, "suanli_scheduler_queue_wait_seconds_count", accelerator_type="nvidia-a100-80g", size_class="2-8") == 2
+    assert value(metrics, "suanli_scheduler_cycle_duration_seconds_count") == 1
+    assert value(standby_metrics, "suanli_scheduler_cycle_duration_seconds_count") == 0
+    with c.db.begin() as s:
+        s.execute(update(NodeRow).where(NodeRow.name.in_(["a100-0", "a100-1"]))
+                  .values(last_heartbeat_at=datetime.now(UTC) - timedelta(seconds=400)))
+    clock.t = datetime.now(UTC)
+    loop.cycle()
+    assert value(metrics, "suanli_scheduler_node_lost_jobs_total") == 2
+    c.db.dispose()

@@ -46,7 +46,7 @@ class Scheduler:
             SUANLI_RAY_ADDRESS=ray_address, SUANLI_RAY_NAMESPACE=namespace, SUANLI_SCHEDULER_INTERVAL_S="0.2",
             SUANLI_SCHEDULER_LEASE_TIMEOUT_S="1", SUANLI_STARTING_TIMEOUT_S="30",
             # No agents run here: the servers registered at the start stay fresh for the test.
-            SUANLI_NODE_HEARTBEAT_INTERVAL_S="3600", SUANLI_METER_INTERVAL_S="1",
+            SUANLI_NODE_HEARTBEAT_INTERVAL_S="3600", SUANLI_METER_INTERVAL_S="1", SUANLI_SCHEDULER_METRICS_PORT="0",
         )
         self.db = c.db
         self.logs = logs
