@@ -81,7 +81,7 @@ class CenterCollector:
         with self.db.begin() as s:
             loaded = load_snapshot(s, now, PolicyConfig(), self.half_life_s, self.node_timeout_s)
             snap = loaded.snapshot
-            pending = s.execute(select(OrgRow.name, JobRow.accelerator_types, JobRow.reason_code)
+            pending = s.execute(select(OrgRow.name, JobRow.accelerator_types, JobRow.reason_code, JobRow.submitted_at)
                                 .join(OrgRow, OrgRow.id == JobRow.org_id).where(JobRow.status == str(JobStatus.PENDING))).all()
             active = s.execute(select(OrgRow.name, JobRow.accelerator_type, JobRow.idle_since, JobRow.hold, JobRow.run_charged,
                                       JobRow.node_count, JobRow.devices_per_node, JobRow.device_milli)
@@ -104,8 +104,17 @@ class CenterCollector:
         # Queue.
         g = _g("suanli_pending_jobs", "Jobs waiting, by org, accepted accelerator types and the scheduler's reason code.",
                ["org", "accelerator_type", "reason"])
-        for (org, types, reason), n in sorted(Counter((o, "|".join(t or []), r or "new") for o, t, r in pending).items()):
+        for (org, types, reason), n in sorted(Counter((o, "|".join(t or []), r or "new") for o, t, r, _ in pending).items()):
             g.add_metric([org, types, reason], n)
+        out.append(g)
+        oldest: dict[str, float] = {}
+        for _, types, _, submitted in pending:
+            key = "|".join(types or [])
+            oldest[key] = max(oldest.get(key, 0.0), (now - submitted).total_seconds())
+        g = _g("suanli_pending_oldest_age_seconds", "Age of the longest-waiting pending job, by accepted accelerator types "
+               "(the queue-wait histogram sees only jobs that started).", ["accelerator_type"])
+        for key, age in sorted(oldest.items()):
+            g.add_metric([key], max(0.0, age))
         out.append(g)
 
         # Allocation, by org / pool / type.

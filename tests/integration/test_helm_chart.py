@@ -269,6 +269,23 @@ def test_scheduler_is_a_single_recreated_process() -> None:
     assert e["SUANLI_DATA_DIR"]["value"] == "/data"
 
 
+def test_scheduler_metrics_are_exposed_and_scraped() -> None:
+    """The scheduler serves /metrics on scheduler.metricsPort (env, named container port,
+    scrape annotations), a headless Service selects it, and with ServiceMonitors on the
+    scheduler gets one next to the api's and the agents'."""
+    docs = render({"monitoring": {"serviceMonitor": {"enabled": True}}})
+    sched = one(docs, "Deployment", f"{RELEASE}-scheduler")
+    c = container(sched, "scheduler")
+    assert env(c)["SUANLI_SCHEDULER_METRICS_PORT"]["value"] == "9402"
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9402, "protocol": "TCP"}]
+    assert sched["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9402"
+    svc = one(docs, "Service", f"{RELEASE}-scheduler")
+    assert svc["spec"]["selector"].items() <= sched["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    mon = one(docs, "ServiceMonitor", f"{RELEASE}-scheduler")
+    assert mon["spec"]["endpoints"][0]["port"] == "metrics"
+
+
 def test_external_ray_replaces_the_raycluster() -> None:
     """With ray.enabled false no RayCluster is rendered and the scheduler uses ray.address;
     without an address rendering fails with a message naming ray.address."""
@@ -480,13 +497,14 @@ def test_ray_device_resources_follow_devices_per_node() -> None:
 
 
 def test_service_monitors() -> None:
-    """No ServiceMonitor by default; when enabled, one for the api (port http) and one for the
-    agents (port metrics), each selecting exactly its component's Service, with the extra labels."""
+    """No ServiceMonitor by default; when enabled, one for the api (port http), one for the
+    scheduler and one for the agents (port metrics), each selecting exactly its component's
+    Service, with the extra labels."""
     assert not find(render({}), "ServiceMonitor")
     docs = render(VALUE_SETS["service-monitor"])
     monitors = {m["metadata"]["name"]: m for m in find(docs, "ServiceMonitor")}
-    assert monitors.keys() == {f"{RELEASE}-api", f"{RELEASE}-agent"}
-    for name, port in ((f"{RELEASE}-api", "http"), (f"{RELEASE}-agent", "metrics")):
+    assert monitors.keys() == {f"{RELEASE}-api", f"{RELEASE}-scheduler", f"{RELEASE}-agent"}
+    for name, port in ((f"{RELEASE}-api", "http"), (f"{RELEASE}-scheduler", "metrics"), (f"{RELEASE}-agent", "metrics")):
         monitor = monitors[name]
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         assert monitor["metadata"]["labels"]["release"] == "kps"

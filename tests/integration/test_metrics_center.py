@@ -62,6 +62,7 @@ def test_center_metrics_follow_the_database(tmp_path: Path) -> None:
     assert one(first, "suanli_capacity_devices", accelerator_type="nvidia-a100-80g") == 16
     assert one(first, "suanli_free_devices", accelerator_type="nvidia-a100-80g") == 16
     assert one(first, "suanli_center_metrics_up") == 1
+    assert 0 <= one(first, "suanli_pending_oldest_age_seconds", accelerator_type="nvidia-a100-80g") < 60
     labels = {k for series in first.values() for key in series for k, _ in key}
     assert not labels & {"job", "job_id", "user", "token"}
 
