@@ -267,6 +267,9 @@ def readiness(db: Database, now: datetime, lease_timeout_s: float) -> Readiness:
         return Readiness((db_ok, Check("scheduler_lease", False, "no scheduler has renewed its lease yet; "
                                        "is `suanli scheduler` running?")), None, None)
     age = (now - renewed).total_seconds()
+    if renewed.year < 2000:  # `release_lease` sets the epoch: the last leader stopped cleanly
+        return Readiness((db_ok, Check("scheduler_lease", False, f"the scheduler ({holder}) stopped and released its "
+                                       "lease; no scheduler is leading")), holder, renewed)
     if age > lease_timeout_s:
         return Readiness((db_ok, Check("scheduler_lease", False, f"the scheduler lease was renewed {age:.0f}s ago by {holder} "
                                        f"(at most {lease_timeout_s:g}s)")), holder, renewed)

@@ -118,6 +118,9 @@ def test_scheduler_loop_renews_its_lease(tmp_path) -> None:  # type: ignore[no-u
         clock.t = first + timedelta(seconds=10)
         loop.cycle()
         assert lease()[1] == clock.t
+        loop.lease.release()  # a clean stop: /readyz says so instead of an absurd age
+        r = c.client.get("/readyz")
+        assert r.status_code == 503 and "released its lease" in r.text, r.text
     finally:
         c.client.close()
         c.db.dispose()
