@@ -21,6 +21,9 @@ Invariants:
   start their process. A single-node job gets the same variables, on its own server.
 - The runner actors are threaded (`max_concurrency`), so `poll` and `stop` are answered while
   a rank waits for its rendezvous.
+- A server is *down on Ray* (`servers_down`) when Ray's node table has a dead node carrying
+  its `suanli.io/node` label and no live one: a removed or crashed Ray node, told apart from
+  a crashed runner (whose node is still alive) and from a server Ray never had.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from scheduler.runner import ProcessRunner, RankSpec, state_from_dict, state_to_dict
 from scheduler.types import LaunchSpec, RunnerPhase, RunnerState, Vendor
@@ -60,6 +63,15 @@ class Launcher(Protocol):
 
     def release(self, job_id: int, ranks: int) -> None:
         """Tear down the job's runners and free their Ray resources."""
+
+
+@runtime_checkable
+class NodeWatch(Protocol):
+    """A launcher that can tell which servers' engine nodes died (RayLauncher). Launchers
+    without one (the simulator, test fakes) never report a dead server."""
+
+    def servers_down(self, servers: Collection[str]) -> set[str]:
+        """The servers among `servers` whose node died and has not come back."""
 
 
 def rendezvous_env(node_rank: int, nnodes: int, nproc_per_node: int, master_addr: str, master_port: int) -> dict[str, str]:
@@ -330,6 +342,18 @@ class RayLauncher:
             h = self._handle(job_id, rank)
             if h is not None:
                 h.stop.remote(reason, grace_s)
+
+    def servers_down(self, servers: Collection[str]) -> set[str]:
+        """Servers whose Ray node (the one labelled `suanli.io/node=<server>`) is dead in
+        Ray's node table with no live node carrying the label (a restarted server's new node
+        brings it back). A server Ray never had is not down: it was never up."""
+        alive: set[str] = set()
+        dead: set[str] = set()
+        for node in self._ray.nodes():
+            name = (node.get("Labels") or {}).get(NODE_LABEL)
+            if name:
+                (alive if node.get("Alive") else dead).add(name)
+        return (dead - alive) & set(servers)
 
     def release(self, job_id: int, ranks: int) -> None:
         for rank in range(ranks):

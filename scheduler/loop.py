@@ -27,6 +27,9 @@ Invariants:
   holding devices without runners go through the reconciler (LOST / starting timeout); on
   taking the lease, runners of STARTING jobs are asked to start again (idempotent), as the
   previous leader may have died before its `start` reached them.
+- Engine node loss: each leading cycle first asks the launcher which servers' Ray nodes died
+  (`Reconciler.sweep_engine`); their jobs are requeued or end NODE_LOST, and the policy sees
+  those servers unschedulable until Ray has a live node for them again.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -169,6 +172,9 @@ class SchedulerLoop:
             if rec.resumed:
                 log.info("new term: asked the runners of STARTING jobs %s to start", rec.resumed)
         self._cycles += 1
+        gone = self.reconciler.sweep_engine(now)  # Ray nodes that died: their jobs first
+        if self.metrics and gone:
+            self.metrics.lost.inc(len(gone))
         if self.config.node_timeout_s is not None:  # lost servers first: their jobs' devices are not running anything
             lost = self.reconciler.sweep_nodes(now, self.config.node_timeout_s, self.config.node_lost_after_s)
             if self.metrics and lost:
@@ -176,6 +182,10 @@ class SchedulerLoop:
         with self.db.begin() as s:  # load
             loaded = load_snapshot(s, now, self.config.policy, self.config.half_life_s, self.config.node_timeout_s)
             vendors = tenancy.accelerator_vendors(s)
+        if self.reconciler.down:  # a server without a live Ray node cannot run anything
+            snap = loaded.snapshot
+            nodes = tuple(replace(n, schedulable=False) if n.name in self.reconciler.down else n for n in snap.nodes)
+            loaded = replace(loaded, snapshot=replace(snap, nodes=nodes, capacity=None))
         decisions = self.policy(loaded.snapshot, now.timestamp())  # process
         for p in decisions.preemptions:  # apply
             self._apply_preempt(p.job_id, p.reason, loaded, now)

@@ -12,6 +12,12 @@ Invariants:
 - A server silent for `node_lost_after_s` is LOST: every job on it ends through `node_lost`
   (requeued or NODE_LOST, never charged while `refund_center_faults`), before `sync` reads
   the runners, so a lost server's jobs never end as plain failures.
+- A server whose engine node died (`NodeWatch.servers_down`: on Ray, its labelled node is dead
+  in Ray's node table) is lost the same way, at once (`sweep_engine`, each cycle before
+  `sync`; and in `sync` for a runner lost in between): its jobs go through `node_lost`, never
+  "runner lost". A runner lost while its server's node is alive is the runner's own crash:
+  FAILED, uncharged. `node_lost` tears down every rank, so a multi-node job's other ranks
+  leave no process behind.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from quota.settlement import bill_from_json, bill_to_json, run_cost, settle
 from quota.settlement import meter as meter_run
-from scheduler.launcher import Launcher
+from scheduler.launcher import Launcher, NodeWatch
 from scheduler.types import ACTIVE, Job, JobStatus, RunnerPhase, RunnerState
 from suanli.db.engine import Database
 from suanli.db.store import jobs as job_store
@@ -82,6 +88,38 @@ class Reconciler:
         self.clock = clock
         self.starting_timeout_s = starting_timeout_s
         self.half_life_s = half_life_s
+        self.down: set[str] = set()  # servers whose engine node is dead, as of the last sweep
+
+    def sweep_engine(self, now: datetime) -> list[int]:
+        """Servers whose engine (Ray) node died: an event on each when first seen, and every
+        job holding devices on them ended or requeued through `node_lost`. `self.down` then
+        lists them (the loop places nothing there). Returns the ids of the jobs taken off."""
+        if not isinstance(self.launcher, NodeWatch):
+            return []
+        with self.db.begin() as s:
+            rows = {r.id: r.name for r in node_store.node_rows(s)}
+        down = self.launcher.servers_down(set(rows.values()))
+        fresh = down - self.down
+        self.down = down
+        if not down:
+            return []
+        ids = [i for i, name in rows.items() if name in down]
+        with self.db.begin() as s:
+            for i in ids:
+                if rows[i] in fresh:
+                    node_store.add_event(s, i, "engine_lost", "its Ray node died: no work placed on it; its jobs are "
+                                         "requeued or ended", now)
+            victims = set(node_store.jobs_on_nodes(s, ids))
+            jobs = [j for j in job_store.jobs_in(s, list(ACTIVE)) if j.id in victims] if victims else []
+        ended = []
+        for job in jobs:
+            where = ", ".join(sorted({p.node for p in job.placements} & down)) or "its server"
+            try:
+                self.node_lost(job, where, now, cause="its Ray node died")
+                ended.append(job.id)
+            except Stale:
+                log.info("job %s changed while its server's Ray node was found dead; retrying next cycle", job.id)
+        return ended
 
     def sync(self) -> list[int]:
         with self.db.begin() as s:
@@ -224,6 +262,12 @@ class Reconciler:
         self.launcher.release(job.id, len(job.placements))
 
     def _lost(self, job: Job, st: RunnerState, now: datetime) -> None:
+        if isinstance(self.launcher, NodeWatch):  # the node may have died since the sweep
+            down = self.launcher.servers_down({p.node for p in job.placements})
+            if down:
+                self.down |= down
+                self.node_lost(job, ", ".join(sorted(down)), now, cause="its Ray node died")
+                return
         billed = "not charged" if self.refund_center_faults else "charged for the time it ran"
         with self.db.begin() as s:
             cost: dict[str, Any] = {}
@@ -280,11 +324,11 @@ class Reconciler:
                 log.info("job %s changed while its server was being declared lost; retrying next cycle", job.id)
         return ended
 
-    def node_lost(self, job: Job, node: str, now: datetime) -> None:
+    def node_lost(self, job: Job, node: str, now: datetime, cause: str = "no heartbeats") -> None:
         """End the run of a job whose server is lost, as the center's fault (not charged while
         `refund_center_faults`): requeued keeping its age when its spec allows it, else
-        NODE_LOST; claims released in the same transaction, the runner killed after it."""
-        why = f"server {node} lost (no heartbeats)"
+        NODE_LOST; claims released in the same transaction, every rank's runner killed after it."""
+        why = f"server {node} lost ({cause})"
         billed = "not charged" if self.refund_center_faults else "charged for the time it ran"
         with self.db.begin() as s:
             if job.status is S.STARTING:
