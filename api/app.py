@@ -4,7 +4,8 @@ Invariants:
 - Every error response is RFC 9457 `application/problem+json` with a stable `code`; no
   traceback ever reaches a client (unexpected errors are logged and answered 500
   `internal_error`).
-- Request bodies over `settings.max_body_bytes` are refused with 413 before they are read.
+- Request bodies over `settings.max_body_bytes` (`code_max_bytes` for `POST /v1/code`) are
+  refused with 413 before they are read.
 - Requests over the per-token (or, without a working token, per-IP) rate limit are refused
   with 429 `rate_limited` and `Retry-After` before any route runs, so they never touch the
   database (api/ratelimit.py; /healthz, /readyz and /metrics are exempt).
@@ -31,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import get_principal
 from api.ratelimit import EXEMPT_PATHS, RateLimitMiddleware, TokenBuckets
-from api.routers import accounts, admin, billing, cluster, identity, jobs, nodes, programs, reports
+from api.routers import accounts, admin, billing, cluster, code, identity, jobs, nodes, programs, reports
 from api.schemas.common import Problem
 from api.schemas.jobs import JobSpecIn
 from api.validation import validation_error
@@ -103,18 +104,20 @@ class LimitsAndMetrics:
     and a body stream per request, a large part of a small request's time."""
 
     def __init__(self, app: Any, max_body_bytes: int, requests: Counter, latency: Histogram, in_flight: Gauge,
-                 auth_failures: Counter) -> None:
+                 auth_failures: Counter, large: dict[str, int] | None = None) -> None:
         self.app, self.max_body_bytes, self.requests, self.latency = app, max_body_bytes, requests, latency
+        self.large = large or {}  # path -> its own body limit (code uploads)
         self.in_flight, self.auth_failures = in_flight, auth_failures
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.large.get(scope["path"], self.max_body_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_body_bytes:
-                    refused = problem(413, "body_too_large", f"request bodies are limited to {self.max_body_bytes} bytes")
+                if not value.isdigit() or int(value) > limit:
+                    refused = problem(413, "body_too_large", f"request bodies are limited to {limit} bytes")
                     await refused(scope, receive, send)
                     return
                 break
@@ -160,7 +163,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.registry = registry
 
     app.add_middleware(LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, requests=requests, latency=latency,
-                       in_flight=in_flight, auth_failures=auth_failures)
+                       in_flight=in_flight, auth_failures=auth_failures, large={"/v1/code": settings.code_max_bytes})
 
     if settings.rate_limit_per_s > 0:
         limited = Counter("suanli_http_rate_limited", "Requests refused with 429, by the bucket that was empty",
@@ -207,6 +210,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(jobs.router)
+    app.include_router(code.router)
     app.include_router(nodes.router)
     app.include_router(billing.router)
     app.include_router(admin.router)

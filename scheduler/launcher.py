@@ -21,6 +21,10 @@ Invariants:
   start their process. A single-node job gets the same variables, on its own server.
 - The runner actors are threaded (`max_concurrency`), so `poll` and `stop` are answered while
   a rank waits for its rendezvous.
+- Shipped code (`LaunchSpec.code_zip`): the zip is put in Ray's GCS once per content
+  (`gcs://_suanli_code_<sha256>.zip`, uploaded again if Ray has garbage-collected it) and
+  each runner gets it as its runtime_env `working_dir`: Ray unpacks it on the runner's server
+  and the command runs there (`RankSpec.working_dir` empty = the runner's own directory).
 - A server is *down on Ray* (`servers_down`) when Ray's node table has a dead node carrying
   its `suanli.io/node` label and no live one: a removed or crashed Ray node, told apart from
   a crashed runner (whose node is still alive) and from a server Ray never had.
@@ -28,10 +32,13 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from scheduler.runner import ProcessRunner, RankSpec, state_from_dict, state_to_dict
@@ -133,7 +140,8 @@ def rank_spec(spec: LaunchSpec, rank: int) -> RankSpec:
         rank=rank,
         command=spec.command,
         env=env,
-        working_dir=spec.working_dir or spec.job_dir,
+        # Empty: the runner's own directory, where Ray unpacked the shipped code.
+        working_dir="" if spec.code_zip else spec.working_dir or spec.job_dir,
         log_path=f"{spec.job_dir}/rank-{rank}.log",
         time_limit_s=spec.time_limit_s,
         grace_s=spec.grace_s,
@@ -195,6 +203,8 @@ class RunnerActor:
         import ray
 
         self.spec = RankSpec(**spec)
+        if not self.spec.working_dir:  # shipped code: Ray started this actor in its unpacked copy
+            self.spec.working_dir = os.getcwd()
         self.runner = ProcessRunner(self.spec)
         self.nnodes = nnodes
         self.vendor = Vendor(vendor)
@@ -272,8 +282,27 @@ class RayLauncher:
     def actor_name(job_id: int, rank: int) -> str:
         return f"suanli-job-{job_id}-{rank}"
 
+    def _code_uri(self, zip_path: str) -> str:
+        """The shipped code's package in Ray's GCS, uploaded when Ray does not have it (first
+        use, or garbage-collected since: packages no live actor references are dropped).
+        Ray's runtime_env accepts local paths only in `ray.init`, so we upload it ourselves
+        through Ray's packaging module — what `ray.init(runtime_env=…)` does."""
+        from ray._private.runtime_env import packaging
+
+        try:
+            data = Path(zip_path).read_bytes()
+        except OSError as e:
+            raise LaunchError(f"shipped code {zip_path} cannot be read: {e}") from e
+        uri = f"gcs://_suanli_code_{hashlib.sha256(data).hexdigest()}.zip"
+        if not packaging.package_exists(uri):
+            packaging.upload_package_to_gcs(uri, data)
+        return uri
+
     def launch(self, spec: LaunchSpec) -> None:
         share = spec.device_milli / 1000  # a fraction of each device for fractional jobs
+        env_opts: dict[str, Any] = {}
+        if spec.code_zip:
+            env_opts["runtime_env"] = {"working_dir": self._code_uri(spec.code_zip)}
         for rank, placement in enumerate(spec.placements):
             resources = {device_resource(d): share for d in placement.devices}
             opts: dict[str, Any] = dict(
@@ -286,6 +315,7 @@ class RayLauncher:
                 max_restarts=0,
                 max_task_retries=0,
                 max_concurrency=4,  # poll/stop answered while start waits for the rendezvous
+                **env_opts,
             )
             n = len(placement.devices) * share
             if spec.vendor.ray_resource == "GPU":

@@ -54,6 +54,7 @@ from scheduler.policy import decide
 from scheduler.reconciler import Reconciler
 from scheduler.recovery import RunnerDirectory, recover
 from scheduler.types import Decisions, Job, JobStatus, LaunchSpec, PolicyConfig, Snapshot, Start, Vendor, Wait
+from suanli.code import blob_path
 from suanli.db.engine import Database
 from suanli.db.store import jobs as job_store
 from suanli.db.store import tenancy
@@ -112,6 +113,8 @@ class LoopConfig:
     # With `node_timeout_s`: a server silent this long is lost and its jobs are requeued or
     # ended NODE_LOST (`Reconciler.sweep_nodes`); 0 never gives up on a server.
     node_lost_after_s: float = 0.0
+    # Uploaded job code (`<code_dir>/<sha256>.zip`, suanli/code.py); None: `<jobs_dir>/../code`.
+    code_dir: Path | None = None
 
 
 class SchedulerLoop:
@@ -314,6 +317,8 @@ class SchedulerLoop:
             restart_count=job.restart_count,
             device_milli=job.resources.device_milli,
             stop_signal=job.stop_signal,
+            code_zip=str(blob_path(self.config.code_dir or self.config.jobs_dir.parent / "code", job.code).resolve())
+            if job.code else None,
         )
 
     def run(self, stop: threading.Event, interval_s: float) -> None:

@@ -335,6 +335,7 @@ class JobSubmission:
     priority_class: str = "normal"
     requeue: bool = True  # back to the queue after a preemption (else it ends PREEMPTED)
     stop_signal: str = "SIGTERM"  # sent to every rank on cancel, preemption, timeout; SIGKILL after grace
+    code: str | None = None  # uploaded code id (sha256:<hex>, suanli/code.py): shipped to each server
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,7 @@ class Job:
     subsidy_fen: int | None = None
     idle_since: datetime | None = None  # an idle allocation since then (`suanli.node_health`)
     stop_signal: str = "SIGTERM"
+    code: str | None = None  # shipped code id (sha256:<hex>), None: working_dir in place
 
 
 @dataclass(frozen=True)
@@ -401,6 +403,7 @@ class LaunchSpec:
     restart_count: int = 0
     device_milli: int = 1000
     stop_signal: str = "SIGTERM"
+    code_zip: str | None = None  # the shipped code's zip (path the scheduler reads), run as Ray's working_dir
 
 
 class RunnerPhase(StrEnum):

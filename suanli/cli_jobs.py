@@ -10,6 +10,8 @@ Invariants:
   that key, so a retry can never create a second job.
 - `run` builds the same spec a YAML file would hold; the server checks it (the CLI refuses
   only what it cannot even build, such as `--env` without `=`).
+- A spec's `code: ./dir` (or `run --code DIR`) is zipped here and uploaded before the submit
+  (`ship_code`): the API cannot read the user's disk. The submitted spec carries its id.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from rich.table import Table
 
 from suanli.cli import JsonOpt, call, client, fail, fen, out, print_json  # noqa: E402 - cli imports us after these
 from suanli.client import TERMINAL, Client
+from suanli.code import CODE_ID, CodeError, pack
 
 SUBMIT_RETRIES = 2
+# What the CLI zips at most (Ray's own package limit); the center's `code_max_bytes` (100 MiB
+# by default) is checked by the API, which answers 413 naming it.
+CLIENT_CODE_LIMIT = 500 * 1024 * 1024
 STATUS_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "TIMEOUT": "red", "CANCELLED": "yellow", "RUNNING": "cyan",
                 "HELD": "magenta", "PREEMPTED": "red", "NODE_LOST": "red"}
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until the job ends; exit 0 only if it succeeded")]
@@ -50,8 +56,13 @@ def load_spec(path: Path) -> dict[str, Any]:
         fail(f"{path} is not valid YAML: {e}", 2)
     if not isinstance(spec, dict):
         fail(f"{path} must hold a mapping of job fields (name, resources, command, …)", 2)
+    code = spec.get("code")
+    if isinstance(code, str) and not CODE_ID.match(code):
+        spec["code"] = {"dir": code}
+    if isinstance(spec.get("code"), dict) and isinstance(spec["code"].get("dir"), str):
+        spec["code"]["dir"] = str((path.parent / spec["code"]["dir"]).resolve())  # relative to the spec file
     wd = spec.get("working_dir")
-    if wd is None:
+    if wd is None and code is None:
         spec["working_dir"] = str(Path.cwd())
     elif isinstance(wd, str) and not wd.startswith("/"):
         spec["working_dir"] = str((path.parent / wd).resolve())
@@ -83,6 +94,8 @@ def run(
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V for the job's environment (repeatable)")] = None,
     working_dir: Annotated[Path | None, typer.Option("--workdir", help="Working directory (default: this folder)")] = None,
     no_requeue: Annotated[bool, typer.Option("--no-requeue", help="End PREEMPTED if preempted, instead of requeueing")] = False,
+    code: Annotated[Path | None, typer.Option("--code", help="Ship this directory to the servers and run there "
+                                              "(instead of a working dir on a shared filesystem)")] = None,
     wait: WaitOpt = False,
     follow: FollowOpt = False,
     as_json: JsonOpt = False,
@@ -92,12 +105,13 @@ def run(
     suanli run --type nvidia-a100-80g --devices 8 --nodes 2 --time 12h -- torchrun train.py
     """
     _submit_and_watch(client(), build_spec(command, accelerator, devices, nodes, time_limit, name, project, cpus, memory,
-                                           priority_class, env or [], working_dir, not no_requeue), wait, follow, as_json)
+                                           priority_class, env or [], working_dir, not no_requeue, code), wait, follow,
+                      as_json)
 
 
 def build_spec(command: list[str], accelerator: list[str], devices: int, nodes: int, time_limit: str | None,
                name: str | None, project: str | None, cpus: int | None, memory: str | None, priority_class: str | None,
-               env: list[str], working_dir: Path | None, requeue: bool = True) -> dict[str, Any]:
+               env: list[str], working_dir: Path | None, requeue: bool = True, code: Path | None = None) -> dict[str, Any]:
     """The spec `suanli run` submits; unset options are left to the server's defaults."""
     if not command:
         fail("give the command after `--`, e.g. `suanli run --type nvidia-a100-80g -- python train.py`", 2)
@@ -117,8 +131,13 @@ def build_spec(command: list[str], accelerator: list[str], devices: int, nodes: 
         "name": name or default_name(command),
         "resources": resources,
         "command": command,
-        "working_dir": str((working_dir or Path.cwd()).resolve()),
     }
+    if code is not None:
+        spec["code"] = {"dir": str(code.resolve())}
+        if working_dir is not None:
+            fail("give --code (shipped) or --workdir (in place), not both", 2)
+    else:
+        spec["working_dir"] = str((working_dir or Path.cwd()).resolve())
     for k, v in (("project", project), ("priority_class", priority_class), ("time_limit", time_limit)):
         if v is not None:
             spec[k] = int(v) if k == "time_limit" and v.isdigit() else v
@@ -138,7 +157,32 @@ def default_name(command: list[str]) -> str:
     return name or "job"
 
 
+def ship_code(c: Client, spec: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+    """Zip and upload a spec's `code` directory (`code: ./dir`, or `code: {dir: ./dir,
+    excludes: [...]}`) and put the uploaded code's id in its place; a spec without one, or
+    with an id already, is returned as it is."""
+    code = spec.get("code")
+    if code is None or isinstance(code, str) and CODE_ID.match(code):
+        return spec
+    if isinstance(code, str):
+        code = {"dir": code}
+    if not isinstance(code, dict) or not isinstance(code.get("dir"), str) or set(code) - {"dir", "excludes"}:
+        fail("code: give a directory (code: ./src) or {dir: ./src, excludes: [data/, '*.ckpt']}", 2)
+    excludes = code.get("excludes") or []
+    if not isinstance(excludes, list) or not all(isinstance(e, str) for e in excludes):
+        fail("code.excludes: give a list of patterns, e.g. [data/, '*.ckpt']", 2)
+    try:
+        zipped = pack(Path(code["dir"]), CLIENT_CODE_LIMIT, excludes)
+    except CodeError as e:
+        fail(str(e), 2)
+    up = call(c.upload_code, zipped)
+    if not quiet:
+        out.print(f"uploaded {code['dir']}: {up['files']} files, {up['bytes']} bytes ({up['code'][:19]}…)", markup=False)
+    return {**spec, "code": up["code"]}
+
+
 def _submit_and_watch(c: Client, spec: dict[str, Any], wait: bool, follow: bool, as_json: bool) -> None:
+    spec = ship_code(c, spec, quiet=as_json)
     job = call(c.submit, spec, idempotency_key=str(uuid.uuid4()), retries=SUBMIT_RETRIES)
     if not as_json:
         out.print(f"submitted job {job['id']} ({job['name']}): {job['status']}", markup=False)

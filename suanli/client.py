@@ -103,6 +103,11 @@ class Client(AccountsClient, ProgramsClient, ReportsClient, IdentityClient, Clus
         first attempt created instead of a second one."""
         return self._submit(idempotency_key, retries, json=spec)
 
+    def upload_code(self, zipped: bytes) -> dict[str, Any]:
+        """Upload a job's code (a zip, `suanli.code.pack`): {"code": "sha256:…", "bytes", "files"}."""
+        return self._json("POST", "/v1/code", content=zipped,  # type: ignore[no-any-return]
+                          headers={"Content-Type": "application/zip"}, timeout=600)
+
     def submit_yaml(self, text: str, idempotency_key: str | None = None, retries: int = 0) -> dict[str, Any]:
         return self._submit(idempotency_key, retries, content=text.encode(), headers={"Content-Type": "application/yaml"})
 

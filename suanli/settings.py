@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     auth_cache_s: float = Field(default=5.0, ge=0, le=55)
     # Largest accepted request body (bytes); bigger bodies get 413 before parsing.
     max_body_bytes: int = 1_048_576
+    # Largest job code upload (`POST /v1/code`, suanli/code.py), zipped and unpacked alike;
+    # Ray's own limit on a runtime_env package is 500 MiB.
+    code_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
     # Per-token rate limit (api/ratelimit.py): requests per second, refilling a burst of
     # `rate_limit_burst`; over it → 429 with Retry-After. Requests without a working token are
     # limited per client IP by the same rule. Each API replica counts on its own. 0: no limit.
@@ -122,6 +125,12 @@ class Settings(BaseSettings):
         and the default working directory. On a multi-server center this is a shared
         filesystem mounted at the same path on every server and on the API."""
         return self.data_dir / "jobs"
+
+    @property
+    def code_dir(self) -> Path:
+        """Uploaded job code, `<code_dir>/<sha256>.zip`: written by the API, read by the
+        scheduler (which hands it to Ray), so both must see it."""
+        return self.data_dir / "code"
 
     @property
     def node_heartbeat_timeout_s(self) -> float:

@@ -23,6 +23,7 @@ from api.schemas.jobs import EventOut, JobList, JobOut, JobSpecIn, job_out, subm
 from api.validation import validation_error
 from scheduler.types import TERMINAL, JobStatus
 from suanli import jobs as service
+from suanli.code import blob_path
 from suanli.db.store.jobs import JobSort
 from suanli.errors import invalid
 
@@ -102,6 +103,8 @@ async def submit_job(
     except ValidationError as e:
         raise validation_error(e.errors(), "invalid_spec") from e
     sub = submission_from_spec(spec, settings.default_time_limit_s, settings.max_time_limit_s, settings.default_grace_s)
+    if sub.code is not None and not blob_path(settings.code_dir, sub.code).is_file():
+        raise invalid("unknown_code", f"no uploaded code {sub.code}: upload it first (POST /v1/code)", "code")
     job, created = await run_in_threadpool(service.submit_keyed, db, who, sub, idempotency_key)
     # Serialized here, once: returning the model would make FastAPI validate it again against
     # `response_model` (which stays for the documentation) — the hottest route, so it counts.

@@ -111,7 +111,10 @@ class JobSpecIn(BaseModel):
         "SIGTERM", description="Sent to every rank's process group on cancel, preemption and time limit; SIGKILL "
         "follows after grace_period. Billing stops when it is sent")
     command: str | list[str] = Field(description="A shell command line, or an argv list")
-    working_dir: str | None = Field(None, description="Absolute path on the servers")
+    working_dir: str | None = Field(None, description="Absolute path on the servers (a shared filesystem): run in place")
+    code: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$",
+                             description="Uploaded code (POST /v1/code; the CLI uploads a directory given as `code`), "
+                             "unpacked on each server by Ray and run there; not with working_dir")
     env: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description=f"At most {MAX_ENV} variables, each value at most {MAX_ENV_VALUE} bytes")
 
@@ -138,6 +141,12 @@ class JobSpecIn(BaseModel):
         if v is not None and len(v.encode()) > MAX_PATH:
             raise ValueError(f"working_dir is longer than {MAX_PATH} bytes")
         return v
+
+    @model_validator(mode="after")
+    def _code_or_dir(self) -> JobSpecIn:
+        if self.code is not None and self.working_dir is not None:
+            raise PydanticCustomError("code_and_working_dir", "give code (shipped) or working_dir (in place), not both")
+        return self
 
     @field_validator("env")
     @classmethod
@@ -180,6 +189,7 @@ def submission_from_spec(spec: JobSpecIn, default_time_limit_s: int, max_time_li
         priority_class=spec.priority_class,
         requeue=spec.requeue,
         stop_signal=spec.stop_signal,
+        code=spec.code,
     )
 
 
@@ -224,6 +234,7 @@ class JobOut(BaseModel):
     stop_signal: str = Field(description="Sent on cancel, preemption and time limit; SIGKILL after grace_s")
     command: str
     working_dir: str | None
+    code: str | None = Field(None, description="The shipped code's id (sha256:<hex>), if any")
     submitted_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
@@ -271,6 +282,7 @@ def job_out(job: Job) -> JobOut:
         stop_signal=job.stop_signal,
         command=job.command,
         working_dir=job.working_dir,
+        code=job.code,
         submitted_at=job.submitted_at,
         started_at=job.started_at,
         ended_at=job.ended_at,

@@ -258,6 +258,8 @@ class JobRow(Base):
     requeue: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     # Sent to every rank on cancel, preemption and time limit (SIGTERM, SIGINT, SIGUSR1, SIGUSR2).
     stop_signal: Mapped[str] = mapped_column(String(8), default="SIGTERM", server_default="SIGTERM")
+    # Uploaded code (sha256:<hex>, suanli/code.py) shipped to the servers; None: working_dir in place.
+    code: Mapped[str | None] = mapped_column(String(71), nullable=True)
     restart_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reason_code: Mapped[str] = mapped_column(String(32), default="", server_default="")
     priority: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -88,6 +88,7 @@ def insert_new_job(s: Session, org_id: int, project_id: int, user_id: int, user_
         priority_class=sub.priority_class,
         requeue=sub.requeue,
         stop_signal=sub.stop_signal,
+        code=sub.code,
         time_limit_s=sub.time_limit_s,
         grace_s=sub.grace_s,
         command=sub.command,
@@ -115,7 +116,7 @@ def submitted_job(row: JobRow, org: str, project: str, user: str) -> Job:
                             row.memory_mb_per_node, row.device_milli),
         time_limit_s=row.time_limit_s, grace_s=row.grace_s, command=row.command, working_dir=row.working_dir,
         env=dict(row.env or {}), submitted_at=row.submitted_at, version=row.version, reason=row.reason,
-        priority_class=row.priority_class, requeue=row.requeue, stop_signal=row.stop_signal,
+        priority_class=row.priority_class, requeue=row.requeue, stop_signal=row.stop_signal, code=row.code,
     )
 
 
@@ -295,6 +296,7 @@ def job_from_row(row: JobRow, org: str, project: str, user: str, placements: tup
         subsidy_fen=row.subsidy_fen,
         idle_since=row.idle_since,
         stop_signal=row.stop_signal,
+        code=row.code,
     )
 
 
