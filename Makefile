@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/suanli bench simulate --jobs 100000 --servers 1000 --json
 	$(BIN)/suanli bench ledger --json
 	$(BIN)/suanli bench api --json
+	$(BIN)/suanli bench launch --json
 
 # PostgreSQL for the API suites; Prometheus (promtool) for the alert-rule and dashboard tests.
 services:

@@ -142,6 +142,7 @@ cli_jobs.register_admin(admin_app)
 from suanli import cli_accounts, cli_cluster, cli_identity, cli_programs, cli_reports  # noqa: E402
 from suanli.bench_agent import register as register_bench_agent  # noqa: E402
 from suanli.bench_api import register as register_bench_api  # noqa: E402
+from suanli.bench_launch import register as register_bench_launch  # noqa: E402
 from suanli.bench_ledger import register as register_bench_ledger  # noqa: E402
 
 for _module in (cli_accounts, cli_programs, cli_reports, cli_identity, cli_cluster):
@@ -149,6 +150,7 @@ for _module in (cli_accounts, cli_programs, cli_reports, cli_identity, cli_clust
 register_bench_ledger(bench_app)
 register_bench_api(bench_app)
 register_bench_agent(bench_app)
+register_bench_launch(bench_app)
 
 
 @bench_app.command("simulate")
