@@ -10,10 +10,10 @@ import logging
 import signal
 import threading
 
-from scheduler.launcher import RayLauncher
 from scheduler.loop import LoopConfig, SchedulerLoop
 from scheduler.metrics import SchedulerMetrics, serve_metrics
-from scheduler.recovery import RayRunners
+from scheduler.recovery import RayRunners, RunnerDirectory
+from scheduler.supervisor import SupervisorLauncher, make_launcher
 from scheduler.types import PolicyConfig
 from suanli.db.engine import Database
 from suanli.settings import Settings
@@ -45,7 +45,9 @@ def loop_config(settings: Settings) -> LoopConfig:
 
 def run(settings: Settings) -> None:
     db = Database(settings.effective_database_url)
-    launcher = RayLauncher(settings.ray_address, settings.ray_namespace)
+    launcher = make_launcher(settings.ray_launcher, settings.ray_address, settings.ray_namespace)
+    # The supervisor launcher lists its supervisors' ranks (and any per-rank actors) itself.
+    runners: RunnerDirectory = launcher if isinstance(launcher, SupervisorLauncher) else RayRunners(settings.ray_namespace)
     metrics = SchedulerMetrics()
     if settings.scheduler_metrics_port:
         try:
@@ -53,11 +55,12 @@ def run(settings: Settings) -> None:
         except OSError as e:  # metrics are for operators: a busy port must not stop scheduling
             log.error("cannot serve scheduler metrics on %s:%d: %s", settings.scheduler_metrics_host,
                       settings.scheduler_metrics_port, e.strerror)
-    loop = SchedulerLoop(db, launcher, loop_config(settings), runners=RayRunners(settings.ray_namespace), metrics=metrics)
+    loop = SchedulerLoop(db, launcher, loop_config(settings), runners=runners, metrics=metrics)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("scheduler %s running: database %s, ray %s, every %.1fs", loop.holder,
-             settings.effective_database_url.split("@")[-1], settings.ray_address, settings.scheduler_interval_s)
+    log.info("scheduler %s running: database %s, ray %s (%s launcher), every %.1fs", loop.holder,
+             settings.effective_database_url.split("@")[-1], settings.ray_address, settings.ray_launcher,
+             settings.scheduler_interval_s)
     loop.run(stop, settings.scheduler_interval_s)
     log.info("scheduler stopped")

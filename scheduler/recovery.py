@@ -55,7 +55,8 @@ class Recovery:
 
 
 class RayRunners:
-    """The named runner actors in one Ray namespace (the launcher's), from the GCS."""
+    """The named per-rank runner actors in one Ray namespace (`RayLauncher`'s), from the GCS.
+    `SupervisorLauncher` is its own directory (its supervisors' ranks, and these actors)."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace

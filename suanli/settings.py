@@ -10,6 +10,7 @@ Invariants:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,8 +55,13 @@ class Settings(BaseSettings):
     default_grace_s: float = Field(default=10.0, ge=0)
     # Ray address the scheduler connects to ("auto" finds a local cluster).
     ray_address: str = "auto"
-    # Ray namespace where runner actors are registered by name (`suanli-job-<id>`).
+    # Ray namespace where the launcher's actors are registered by name (`suanli-server-<server>`
+    # supervisors, or `suanli-job-<id>-<rank>` runners).
     ray_namespace: str = "suanli"
+    # How jobs start on Ray (scheduler/supervisor.py): "supervisor" = one long-lived actor per
+    # server spawns every rank placed there (a method call, milliseconds); "actors" = a new
+    # detached actor, i.e. a new worker process, per rank (~0.4 s each; the older path).
+    ray_launcher: Literal["supervisor", "actors"] = "supervisor"
 
     # Billing (see docs/billing.md).
     # Seconds between meters of running jobs, so balances stay live (0: charge only at the end).

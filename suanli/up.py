@@ -232,9 +232,9 @@ def _stop_jobs(address: str, settings: Settings) -> None:
     try:
         import ray
 
-        from scheduler.launcher import RayLauncher
+        from scheduler.supervisor import make_launcher
 
-        n = RayLauncher(address, settings.ray_namespace).stop_all(grace_s=min(5.0, settings.default_grace_s))
+        n = make_launcher(settings.ray_launcher, address, settings.ray_namespace).stop_all(grace_s=min(5.0, settings.default_grace_s))
         if n:
             print(f"stopped {n} running job process(es)", flush=True)
         ray.shutdown()

@@ -169,16 +169,18 @@ class RayCenter(Center):
 
 @pytest.fixture(scope="session")
 def ray_center(local_ray, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCenter]:  # type: ignore[no-untyped-def]
-    """A SQLite center whose scheduler cycles every 0.2 s in a thread, launching on Ray."""
+    """A SQLite center whose scheduler cycles every 0.2 s in a thread, launching on Ray
+    through the launcher the `ray_launcher` setting chooses."""
     from dataclasses import replace
 
-    from scheduler.launcher import RayLauncher
     from scheduler.loop import SchedulerLoop
     from scheduler.main import loop_config
+    from scheduler.supervisor import make_launcher
 
     data_dir = tmp_path_factory.mktemp("ray-center")
     base = make_center("", data_dir, "sqlite")
-    launcher = RayLauncher(local_ray.address, base.settings.ray_namespace)  # type: ignore[attr-defined]
+    # The launcher `ray_launcher` chooses by default (SUANLI_RAY_LAUNCHER=actors runs the suites on the other).
+    launcher = make_launcher(base.settings.ray_launcher, local_ray.address, base.settings.ray_namespace)  # type: ignore[attr-defined]
     # No agents run here (the servers were registered once), so heartbeats are not awaited.
     loop = SchedulerLoop(base.db, launcher, replace(loop_config(base.settings), starting_timeout_s=60, node_timeout_s=None))
     stop = threading.Event()

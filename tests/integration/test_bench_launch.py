@@ -16,13 +16,14 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_bench_launch_json_shape() -> None:
     """Invariants: the keys documented in suanli/bench_launch.py are there with sane values
-    (latencies ordered p50 ≤ p99 ≤ max and positive, a positive start rate, no failed job)."""
+    (latencies ordered p50 ≤ p99 ≤ max and positive, positive start rates, no failed job),
+    on the default launcher (supervisor)."""
     suanli = Path(sys.executable).parent / "suanli"
     done = subprocess.run([str(suanli), "bench", "launch", "--jobs", "2", "--burst", "3", "--gap", "0.1", "--json"],
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     r = json.loads(done.stdout)
-    assert (r["benchmark"], r["servers"], r["devices_per_server"]) == ("launch", 4, 8)
+    assert (r["benchmark"], r["launcher"], r["servers"], r["devices_per_server"]) == ("launch", "supervisor", 4, 8)
     assert r["targets"] == {"p50_s": 0.5, "p99_s": 2.0, "starts_per_s": 50.0}
     for key, jobs in (("single", 2), ("multi", 1), ("burst", 3)):
         part = r[key]
@@ -30,6 +31,8 @@ def test_bench_launch_json_shape() -> None:
         lat = part["latency_s"]
         assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert r["burst"]["starts_per_s"] > 0 and r["burst"]["seconds"] > 0
+    assert r["burst"]["submit_s"] > 0
+    assert (r["queued"]["jobs"], r["queued"]["failed"]) == (3, 0) and r["queued"]["starts_per_s"] > 0
     assert set(r["meets_target"]) == {"p50", "p99", "starts_per_s"}
 
 

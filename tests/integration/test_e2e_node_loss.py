@@ -33,9 +33,9 @@ def _body(name: str) -> dict[str, Any]:
 def center(local_ray, tmp_path: Path) -> Iterator[tuple[Any, set[str]]]:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from scheduler.launcher import RayLauncher
     from scheduler.loop import SchedulerLoop
     from scheduler.main import loop_config
+    from scheduler.supervisor import make_launcher
     from tests.conftest import make_center
 
     c = make_center("", tmp_path, "sqlite")
@@ -43,7 +43,7 @@ def center(local_ray, tmp_path: Path) -> Iterator[tuple[Any, set[str]]]:  # type
     # beats (1.5 s), LOST after 4 s.
     c.settings.node_heartbeat_interval_s = 0.125
     c.settings.node_lost_after_s = 4.0
-    launcher = RayLauncher(local_ray.address, "suanli-node-loss-test")
+    launcher = make_launcher(c.settings.ray_launcher, local_ray.address, "suanli-node-loss-test")
     loop = SchedulerLoop(c.db, launcher, replace(loop_config(c.settings), starting_timeout_s=60))
     assert (loop.config.node_timeout_s, loop.config.node_lost_after_s) == (1.5, 4.0)
     beating = {"a100-0", "a100-1"}  # 910b-0 stays silent: it is lost from the start, with nothing on it

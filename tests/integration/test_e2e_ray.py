@@ -165,18 +165,22 @@ def test_bad_working_dir_fails_with_a_reason(ray_center) -> None:  # type: ignor
 
 
 def test_lost_runner_fails_the_job_unbilled_and_frees_devices(ray_center) -> None:  # type: ignore[no-untyped-def]
-    """Invariants: when Ray loses a job's runner (actor killed), the job ends FAILED saying
-    the runner was lost, is not charged, its devices are free, and its process is gone
-    (PDEATHSIG from the runner)."""
+    """Invariants: when Ray loses a job's runner (the per-rank actor, or with the supervisor
+    launcher its server's supervisor, killed while the node lives), the job ends FAILED
+    saying the runner was lost, is not charged, its devices are free, and its process is
+    gone (PDEATHSIG from the runner)."""
     import ray
 
     from scheduler.launcher import RayLauncher
+    from scheduler.supervisor import SupervisorLauncher
 
     m = ray_center.new_org()
     job = submit(ray_center, m, command="echo pid=$$; exec sleep 600")
-    wait_for(ray_center, m, job["id"], {"RUNNING"})
+    running = wait_for(ray_center, m, job["id"], {"RUNNING"})
     pid = int(wait_log(ray_center, m, job["id"], r"pid=(\d+)").group(1))
-    actor = ray.get_actor(RayLauncher.actor_name(job["id"], 0), namespace=ray_center.settings.ray_namespace)
+    name = (SupervisorLauncher.supervisor_name(running["placements"][0]["node"])
+            if isinstance(ray_center.loop.launcher, SupervisorLauncher) else RayLauncher.actor_name(job["id"], 0))
+    actor = ray.get_actor(name, namespace=ray_center.settings.ray_namespace)
     ray.kill(actor, no_restart=True)
     done = wait_for(ray_center, m, job["id"], TERMINAL)
     assert done["status"] == "FAILED" and "runner lost" in done["reason"]
@@ -197,14 +201,15 @@ def test_runner_that_cannot_be_placed_is_requeued_then_failed(local_ray, tmp_pat
     number with nothing charged."""
     from tests.conftest import make_center
 
-    from scheduler.launcher import RayLauncher
     from scheduler.loop import LoopConfig, SchedulerLoop
     from scheduler.reconciler import MAX_REQUEUES
+    from scheduler.supervisor import make_launcher
     from suanli.cluster import ClusterSpec, ServerSpec
 
     ghost = ClusterSpec(servers=[ServerSpec(name="ghost-0", accelerator_type="nvidia-a100-80g", vendor="nvidia")])
     c = make_center("", tmp_path, "sqlite", cluster=ghost)
-    loop = SchedulerLoop(c.db, RayLauncher(local_ray.address), LoopConfig(c.settings.jobs_dir, starting_timeout_s=0.5))
+    launcher = make_launcher(c.settings.ray_launcher, local_ray.address)
+    loop = SchedulerLoop(c.db, launcher, LoopConfig(c.settings.jobs_dir, starting_timeout_s=0.5))
     m = c.new_org()
     job = c.client.post("/v1/jobs", json={"name": "g", "resources": {"accelerator": "nvidia-a100-80g", "cpus_per_node": 1,
                                                                     "memory_per_node": 256}, "command": "true"},

@@ -43,9 +43,9 @@ class Lossy:
 def _lossy_center(local_ray: Any, tmp_path: Path, names: list[str]) -> Iterator[Lossy]:
     from dataclasses import replace
 
-    from scheduler.launcher import RayLauncher
     from scheduler.loop import SchedulerLoop
     from scheduler.main import loop_config
+    from scheduler.supervisor import make_launcher
     from suanli.cluster import ClusterSpec, ServerSpec
     from suanli.localray import ray_node_args
     from tests.conftest import make_center, unique
@@ -57,7 +57,7 @@ def _lossy_center(local_ray: Any, tmp_path: Path, names: list[str]) -> Iterator[
     cluster.wait_for_nodes()
     c = make_center("", tmp_path, "sqlite", cluster=spec)
     namespace = unique("ray-node-loss")
-    launcher = RayLauncher(local_ray.address, namespace)
+    launcher = make_launcher(c.settings.ray_launcher, local_ray.address, namespace)
     loop = SchedulerLoop(c.db, launcher, replace(loop_config(c.settings), starting_timeout_s=60, node_timeout_s=None))
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop, 0.2), daemon=True)
@@ -106,9 +106,11 @@ def _gone(pids: list[int], timeout: float = 15) -> list[int]:
 
 
 def _runners(namespace: str) -> list[str]:
-    import ray
+    """The job ranks Ray holds in the namespace: per-rank runner actors by name, and the
+    ranks each server's supervisor still holds (the supervisors themselves stay)."""
+    from tests.integration.test_scheduler_crash import ranks_on_ray
 
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == namespace]
+    return ranks_on_ray(namespace)
 
 
 def test_removed_ray_node_ends_a_gang_job_node_lost_and_stops_its_other_rank(pair_a: Lossy) -> None:

@@ -108,7 +108,7 @@ class Watch:
         self.samples = 0
 
     def runners(self) -> list[str]:
-        return [a["name"] for a in self.ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == self.namespace]
+        return ranks_on_ray(self.namespace)
 
     def sample(self) -> None:
         self.samples += 1
@@ -238,6 +238,29 @@ def plant_orphan(namespace: str) -> int:
                                   num_cpus=0).remote()
     ray.get(h.kill_now.remote(), timeout=60)  # alive and registered before the scheduler looks
     return job_id
+
+
+def ranks_on_ray(namespace: str) -> list[str]:
+    """Every job rank Ray holds in the namespace, one `suanli-job-<id>-<rank>` per holder: the
+    per-rank runner actors by name, and each rank a server's supervisor (`suanli-server-*`,
+    which itself stays) still holds. A rank held twice shows twice."""
+    import ray
+
+    from scheduler.supervisor import SUPERVISOR_PREFIX
+
+    out = []
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a.get("namespace") != namespace:
+            continue
+        if not a["name"].startswith(SUPERVISOR_PREFIX):
+            out.append(a["name"])
+            continue
+        try:
+            held = ray.get(ray.get_actor(a["name"], namespace=namespace).runners.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - a dead or just-killed supervisor holds nothing
+            continue
+        out += [f"suanli-job-{job}-{rank}" for job, rank in held]
+    return out
 
 
 def _kill_namespace(namespace: str) -> None:
