@@ -9,15 +9,19 @@ Invariants:
 - Requests over the per-token (or, without a working token, per-IP) rate limit are refused
   with 429 `rate_limited` and `Retry-After` before any route runs, so they never touch the
   database (api/ratelimit.py; /healthz, /readyz and /metrics are exempt).
-- The app holds no state besides its settings, database handle and metrics registry, so
-  any number of replicas may run.
+- The app holds no state besides its settings, database handle and metrics registry (and,
+  on PostgreSQL while it runs under its lifespan, the async connection pool of the submit
+  path, `suanli.db.apool`), so any number of replicas may run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import fastapi.routing
@@ -38,6 +42,7 @@ from api.schemas.jobs import JobSpecIn
 from api.validation import validation_error
 from scheduler.types import JobStatus
 from suanli import __version__
+from suanli.db.apool import AsyncPool, conninfo
 from suanli.db.engine import Database
 from suanli.db.store import jobs as job_store
 from suanli.errors import Kind, SuanliError
@@ -142,6 +147,37 @@ class LimitsAndMetrics:
                 self.auth_failures.inc()
 
 
+# Connections of the async submit path per API process (its commits are short; more would
+# only queue inside PostgreSQL on a small machine, and each process has its own).
+# SUANLI_SUBMIT_POOL_SIZE overrides it; 0 turns the async path off (`suanli bench api
+# --compare-sync` measures the sync path that way).
+SUBMIT_POOL_SIZE = 8
+
+
+def submit_pool_size() -> int:
+    raw = os.environ.get("SUANLI_SUBMIT_POOL_SIZE", "")
+    try:
+        return max(0, int(raw)) if raw.strip() else SUBMIT_POOL_SIZE
+    except ValueError:
+        log.warning("SUANLI_SUBMIT_POOL_SIZE=%r is not a whole number; using %d", raw, SUBMIT_POOL_SIZE)
+        return SUBMIT_POOL_SIZE
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """On PostgreSQL, the submit path's async pool lives as long as the server (and on its
+    loop); without a lifespan (a bare TestClient) submissions take the sync path."""
+    info, size = conninfo(app.state.db.url), submit_pool_size()
+    pool = AsyncPool(info, size) if info is not None and size > 0 else None
+    app.state.submit_pool = pool
+    try:
+        yield
+    finally:
+        app.state.submit_pool = None
+        if pool is not None:
+            await pool.close()
+
+
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or Settings()
     db = db or Database(settings.effective_database_url)
@@ -149,9 +185,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         title="suanli",
         version=__version__,
         description="Public AI compute center: jobs, nodes, billing and the fair-share model. Errors are RFC 9457 problem+json.",
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.submit_pool = None
     registry = CollectorRegistry()
     requests = Counter("suanli_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
     latency = Histogram("suanli_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=registry)

@@ -145,15 +145,15 @@ def _insert(db: Database, who: Principal, sub: JobSubmission, key: str | None, d
         _, project_id, user_name = found
         if project_id is None:
             raise invalid("unknown_project", f"org {who.org} has no project {sub.project!r}", "project")
-        if _refusal(refcache.reference(db, s), sub) is not None:
-            refused = _refusal(refcache.reference(db, s, fresh=True), sub)  # never refuse on stale data
+        if refusal(refcache.reference(db, s), sub) is not None:
+            refused = refusal(refcache.reference(db, s, fresh=True), sub)  # never refuse on stale data
             if refused is not None:
                 raise refused
-        row = job_store.insert_new_job(s, who.org_id, project_id, who.user_id, user_name, sub, now, key, digest)
-        return job_store.submitted_job(row, who.org or "", sub.project, user_name), True
+        job_id, values = job_store.insert_new_job(s, who.org_id, project_id, who.user_id, user_name, sub, now, key, digest)
+        return job_store.submitted_job(job_id, values, who.org or "", sub.project, user_name), True
 
 
-def _refusal(ref: refcache.Reference, sub: JobSubmission) -> SuanliError | None:
+def refusal(ref: refcache.Reference, sub: JobSubmission) -> SuanliError | None:
     """Why the reference data refuses the submission (type, size, class), or None."""
     r = sub.resources
     unknown = [t for t in r.accelerator_types if t not in ref.vendors]

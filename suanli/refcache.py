@@ -59,6 +59,15 @@ def reference(db: Database, s: Session, fresh: bool = False) -> Reference:
     return ref
 
 
+def cached(db: Database) -> Reference | None:
+    """The cached reference data if younger than `TTL_S`, else None: no I/O (the async
+    submit path uses it; when it is None that path leaves the submission to the sync one,
+    which reads the data afresh)."""
+    with _lock:
+        got = _cache.get(db)
+    return got if got is not None and time.monotonic() - got.loaded_at < TTL_S else None
+
+
 def forget(db: Database) -> None:
     """Drop the cached entry (after an admin change in this process, so it is seen at once)."""
     with _lock:

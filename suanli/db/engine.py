@@ -7,6 +7,17 @@ Invariants:
 - The schema comes only from Alembic (`migrate()`), never from `create_all`.
 - Sessions are short: one unit of work each (`with db.begin() as s:`), expire_on_commit off
   so converted domain objects stay usable after commit.
+- Inside a unit of work, `savepoint(s)` is a SAVEPOINT: an error inside undoes only what was
+  written since it (then propagates); the rest of the unit of work stays and commits. On
+  SQLite this is sound only because pysqlite's own transaction handling is off (isolation
+  level None, our `BEGIN IMMEDIATE`); with it on, pysqlite's implicit BEGIN/COMMIT breaks
+  SAVEPOINT (SQLAlchemy's pysqlite notes, "Serializable isolation / Savepoints").
+  On PostgreSQL it is what keeps a transaction usable after one statement failed.
+- PostgreSQL: at most `PG_POOL_SIZE` connections per process, all kept open once made; a
+  thread that finds them all in use waits for one (up to 30 s). Overflow connections (opened
+  for a burst, closed on return) made the API open a new connection, a new server process,
+  for about one request in five under load, and one Python process (one GIL) gains nothing
+  from more concurrent transactions than this.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+PG_POOL_SIZE = 10
 
 
 def make_engine(url: str) -> Engine:
@@ -42,7 +54,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=PG_POOL_SIZE, max_overflow=0)
 
 
 class Database:
@@ -74,6 +86,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def savepoint(s: Session) -> Iterator[Session]:
+    """`with savepoint(s):` inside `db.begin()`: on an error, roll back to the SAVEPOINT (only
+    this block's writes, pending ORM objects included) and re-raise; on success the block's
+    writes are flushed, so a constraint violation surfaces here, not at the outer commit."""
+    with s.begin_nested():
+        yield s
+        s.flush()
 
 
 def migrate(url: str, revision: str = "head") -> None:

@@ -56,7 +56,7 @@ def insert_job(s: Session, org_id: int, project_id: int, user: UserRow, sub: Job
                idempotency_key: str | None = None, spec_sha256: str | None = None) -> int:
     """Insert a PENDING job and its first event. With an `idempotency_key`, a second job of
     the same user with that key makes the flush raise `IntegrityError` (the unique index)."""
-    return insert_new_job(s, org_id, project_id, user.id, user.name, sub, now, idempotency_key, spec_sha256).id
+    return insert_new_job(s, org_id, project_id, user.id, user.name, sub, now, idempotency_key, spec_sha256)[0]
 
 
 # Built once: a statement with its parameters passed at execution compiles once and is reused
@@ -65,12 +65,12 @@ _INSERT_JOB = insert(JobRow.__table__).returning(JobRow.__table__.c.id)
 _INSERT_EVENT = insert(JobEventRow.__table__)
 
 
-def insert_new_job(s: Session, org_id: int, project_id: int, user_id: int, user_name: str, sub: JobSubmission,
-                   now: datetime, idempotency_key: str | None = None, spec_sha256: str | None = None) -> JobRow:
-    """`insert_job` returning the row (two statements: the job, RETURNING its id, and the
-    event); `submitted_job` builds the job from it without reading it back."""
+def job_values(org_id: int, project_id: int, user_id: int, sub: JobSubmission, now: datetime,
+               idempotency_key: str | None = None, spec_sha256: str | None = None) -> dict[str, Any]:
+    """The column values of a new PENDING job (every write path of a submission uses these,
+    the async PostgreSQL one in `suanli.fastsubmit` too)."""
     r = sub.resources
-    values: dict[str, Any] = dict(
+    return dict(
         idempotency_key=idempotency_key,
         spec_sha256=spec_sha256,
         name=sub.name,
@@ -95,28 +95,45 @@ def insert_new_job(s: Session, org_id: int, project_id: int, user_id: int, user_
         working_dir=sub.working_dir,
         env=dict(sub.env),
         submitted_at=now,
-        reason="submitted; waiting for the scheduler",
+        reason=SUBMITTED_REASON,
     )
+
+
+SUBMITTED_REASON = "submitted; waiting for the scheduler"
+
+
+def submitted_event_reason(user_name: str) -> str:
+    return f"submitted by {user_name}"
+
+
+def insert_new_job(s: Session, org_id: int, project_id: int, user_id: int, user_name: str, sub: JobSubmission,
+                   now: datetime, idempotency_key: str | None = None,
+                   spec_sha256: str | None = None) -> tuple[int, dict[str, Any]]:
+    """`insert_job` returning (the new id, the values written) (two statements: the job,
+    RETURNING its id, and the event); `submitted_job` builds the job from them without
+    reading it back."""
+    values = job_values(org_id, project_id, user_id, sub, now, idempotency_key, spec_sha256)
     # Core inserts, not the unit of work: the hottest write of the API, and nothing else in
     # this session needs the object.
     conn = s.connection()
     job_id = conn.execute(_INSERT_JOB, values).scalar_one()
     conn.execute(_INSERT_EVENT, dict(job_id=job_id, at=now, from_status=None, to_status=str(JobStatus.PENDING),
-                                     reason=f"submitted by {user_name}"))
-    return JobRow(id=job_id, **values)  # not in the session: what was written, for `submitted_job`
+                                     reason=submitted_event_reason(user_name)))
+    return job_id, values
 
 
-def submitted_job(row: JobRow, org: str, project: str, user: str) -> Job:
-    """The job just inserted by `insert_new_job`, as `get_job` would read it, from what was
-    written (columns left out of the insert are at their defaults: no placements, no run,
-    no priority yet) — reading it back would cost two more queries per submission."""
+def submitted_job(job_id: int, v: dict[str, Any], org: str, project: str, user: str) -> Job:
+    """The job just inserted (`job_values` `v`, id `job_id`), as `get_job` would read it, from
+    what was written (columns left out of the insert are at their defaults: no placements, no
+    run, no priority yet) — reading it back would cost two more queries per submission, and
+    building an ORM row for it was a tenth of the submission's CPU."""
     return Job(
-        id=row.id, name=row.name, org=org, project=project, user=user, status=JobStatus.PENDING,
-        resources=Resources(tuple(row.accelerator_types), row.devices_per_node, row.node_count, row.cpus_per_node,
-                            row.memory_mb_per_node, row.device_milli),
-        time_limit_s=row.time_limit_s, grace_s=row.grace_s, command=row.command, working_dir=row.working_dir,
-        env=dict(row.env or {}), submitted_at=row.submitted_at, version=row.version, reason=row.reason,
-        priority_class=row.priority_class, requeue=row.requeue, stop_signal=row.stop_signal, code=row.code,
+        id=job_id, name=v["name"], org=org, project=project, user=user, status=JobStatus.PENDING,
+        resources=Resources(tuple(v["accelerator_types"]), v["devices_per_node"], v["node_count"], v["cpus_per_node"],
+                            v["memory_mb_per_node"], v["device_milli"]),
+        time_limit_s=v["time_limit_s"], grace_s=v["grace_s"], command=v["command"], working_dir=v["working_dir"],
+        env=dict(v["env"] or {}), submitted_at=v["submitted_at"], version=v["version"], reason=v["reason"],
+        priority_class=v["priority_class"], requeue=v["requeue"], stop_signal=v["stop_signal"], code=v["code"],
     )
 
 
