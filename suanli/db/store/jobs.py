@@ -126,7 +126,7 @@ def submitted_job(job_id: int, v: dict[str, Any], org: str, project: str, user: 
     """The job just inserted (`job_values` `v`, id `job_id`), as `get_job` would read it, from
     what was written (columns left out of the insert are at their defaults: no placements, no
     run, no priority yet) — reading it back would cost two more queries per submission, and
-    building an ORM row for it was a tenth of the submission's CPU."""
+    an ORM row's instrumented constructor costs more than the rest of this."""
     return Job(
         id=job_id, name=v["name"], org=org, project=project, user=user, status=JobStatus.PENDING,
         resources=Resources(tuple(v["accelerator_types"]), v["devices_per_node"], v["node_count"], v["cpus_per_node"],
