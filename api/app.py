@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,27 +146,11 @@ class LimitsAndMetrics:
                 self.auth_failures.inc()
 
 
-# Connections of the async submit path per API process (its commits are short; more would
-# only queue inside PostgreSQL on a small machine, and each process has its own).
-# SUANLI_SUBMIT_POOL_SIZE overrides it; 0 turns the async path off (`suanli bench api
-# --compare-sync` measures the sync path that way).
-SUBMIT_POOL_SIZE = 8
-
-
-def submit_pool_size() -> int:
-    raw = os.environ.get("SUANLI_SUBMIT_POOL_SIZE", "")
-    try:
-        return max(0, int(raw)) if raw.strip() else SUBMIT_POOL_SIZE
-    except ValueError:
-        log.warning("SUANLI_SUBMIT_POOL_SIZE=%r is not a whole number; using %d", raw, SUBMIT_POOL_SIZE)
-        return SUBMIT_POOL_SIZE
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """On PostgreSQL, the submit path's async pool lives as long as the server (and on its
     loop); without a lifespan (a bare TestClient) submissions take the sync path."""
-    info, size = conninfo(app.state.db.url), submit_pool_size()
+    info, size = conninfo(app.state.db.url), app.state.settings.submit_pool_size
     pool = AsyncPool(info, size) if info is not None and size > 0 else None
     app.state.submit_pool = pool
     try:

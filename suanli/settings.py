@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # limited per client IP by the same rule. Each API replica counts on its own. 0: no limit.
     rate_limit_per_s: float = Field(default=20.0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    # Connections of the async job-submit path per API process, PostgreSQL only (its commits
+    # are short; more would only queue inside PostgreSQL on a small machine); 0 turns the
+    # async path off (`suanli bench api --compare-sync` measures the sync path that way).
+    submit_pool_size: int = Field(default=8, ge=0, le=64)
 
     # Scheduler loop.
     # Seconds between scheduling cycles (snapshot -> decide -> apply -> reconcile).

@@ -63,6 +63,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "public",
     # jobs
     ("POST", "/v1/jobs"): "org-user",
+    ("POST", "/v1/code"): "org-user",
     ("GET", "/v1/jobs"): "signed-in",
     ("GET", "/v1/jobs/{job_id}"): "own-org",
     ("GET", "/v1/jobs/{job_id}/events"): "own-org",
