@@ -3,9 +3,15 @@
 Invariants:
 - The policy is called with a snapshot and a time only; the live loop and the simulator
   differ by the injected `Launcher` and `Clock`, never by a flag.
-- Each decision is applied in its own short transaction: the PENDING→STARTING change is
-  version-guarded and claims the devices (a claimed device makes the whole transaction roll
-  back), and only after commit is the launcher asked to start the runners.
+- One cycle's starts are applied in ONE transaction (one lease check, one commit), each
+  job inside its own SAVEPOINT: its PENDING→STARTING change is version-guarded, with its
+  event, device claims and hold in the same savepoint. A job whose device turned out claimed
+  (`IntegrityError`/`DeviceBusy`) or whose org cannot cover the hold (`InsufficientFunds`,
+  then shown as `insufficient_funds`) rolls back only its savepoint: none of its transition,
+  claims or hold is written, and the others commit. Only after commit is the launcher asked
+  to start the runners, in the policy's order; a refused launch ends that job through
+  `Reconciler.fail_launch`. (One transaction per job cost ~11 ms each on SQLite, mostly the
+  commit: it capped the start rate near 30/s.)
 - Pending reasons, codes, priorities and estimates are written only when they change (or
   every `refresh_s`); status changes always carry an event.
 - Preemptions are applied first (PREEMPTING, stop signal with the grace period), so their
@@ -43,10 +49,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from quota.programs import expire_vouchers
 from quota.settlement import InsufficientFunds, bill_to_json, place_hold
+from quota.types import Price
 from scheduler.launcher import Launcher, LaunchError
 from scheduler.metrics import SchedulerMetrics
 from scheduler.leader import FencedDatabase, Lease, NotLeader, default_holder
@@ -55,7 +64,8 @@ from scheduler.reconciler import Reconciler
 from scheduler.recovery import RunnerDirectory, recover
 from scheduler.types import Decisions, Job, JobStatus, LaunchSpec, PolicyConfig, Snapshot, Start, Vendor, Wait
 from suanli.code import blob_path
-from suanli.db.engine import Database
+from suanli.db.engine import Database, savepoint
+from suanli.db.models import JobRow
 from suanli.db.store import jobs as job_store
 from suanli.db.store import tenancy
 from suanli.db.store.snapshot import Loaded, load_snapshot
@@ -192,9 +202,7 @@ class SchedulerLoop:
         decisions = self.policy(loaded.snapshot, now.timestamp())  # process
         for p in decisions.preemptions:  # apply
             self._apply_preempt(p.job_id, p.reason, loaded, now)
-        for start in decisions.starts:
-            if self._apply_start(start, loaded.versions[start.job_id], loaded.node_ids, vendors, now):
-                report.started.append(start.job_id)
+        report.started = self._apply_starts(decisions.starts, loaded, vendors, now)
         self._apply_waits(decisions.waits, loaded, now)
         report.waiting = len(decisions.waits)
         if self.metrics:
@@ -249,53 +257,74 @@ class SchedulerLoop:
             pending = {w.job_id for w in waits}
             self._written = {k: v for k, v in self._written.items() if k in pending}
 
-    def _apply_start(
-        self, d: Start, version: int, node_ids: dict[str, int], vendors: dict[str, Vendor], now: datetime
-    ) -> bool:
-        try:
-            with self.db.begin() as s:
-                price = tenancy.current_price(s, d.accelerator_type, now)
-                reason = d.reason if price else f"{d.reason} (no price set for {d.accelerator_type}: billed at 0)"
-                prio = d.priority
-                ok = job_store.apply_transition(
-                    s, d.job_id, version, JobStatus.PENDING, JobStatus.STARTING, reason, now,
-                    accelerator_type=d.accelerator_type,
-                    price_fen_per_device_hour=price.fen_per_device_hour if price else 0,
-                    scheduled_at=now, reason_code="", estimated_start_at=None,
-                    priority=prio.value if prio else None,
-                    priority_factors=[list(f) for f in prio.factors] if prio else None,
-                )
-                if not ok:
-                    return False  # cancelled (or otherwise changed) since the snapshot
-                job_store.claim(s, d.job_id, d, node_ids)
-                job = job_store.get_job(s, d.job_id)
-                assert job is not None
-                hold = place_hold(s, org_id=job_store.job_org_id(s, d.job_id) or 0, job_id=d.job_id, run=job.restart_count,
-                                  devices=job.resources.total_devices, device_milli=job.resources.device_milli,
-                                  time_limit_s=job.time_limit_s, price=price.fen_per_device_hour if price else 0,
-                                  accelerator_type=d.accelerator_type, now=now)
-                job_store.set_bill(s, d.job_id, hold=bill_to_json(hold) | {"at": now.isoformat()}, run_charged=None, meter_seq=0)
-                job = job_store.get_job(s, d.job_id)
-        except (IntegrityError, job_store.DeviceBusy) as e:
-            log.warning("job %s: devices already claimed (%s); will retry next cycle", d.job_id, e)
-            return False
-        except InsufficientFunds as e:  # the policy's view of the funds was stale: wait
-            with self.db.begin() as s:
-                job_store.show_pending(s, [{"b_id": d.job_id, "reason": f"insufficient funds: {e}",
-                                            "reason_code": "insufficient_funds", "estimated_start_at": None,
-                                            "priority": d.priority.value if d.priority else None,
-                                            "priority_factors": [list(f) for f in d.priority.factors] if d.priority else None}])
-            return False
-        assert job is not None
-        try:
-            self.launcher.launch(self.launch_spec(job, vendors[d.accelerator_type]))
-        except LaunchError as e:
-            self.reconciler.fail_launch(job, f"launch failed: {e}")
-            return False
-        if self.metrics:
-            self.metrics.started(d.accelerator_type, job.resources.total_devices * job.resources.device_milli / 1000,
-                                 (now - job.submitted_at).total_seconds())
-        return True
+    def _apply_starts(self, starts: tuple[Start, ...], loaded: Loaded, vendors: dict[str, Vendor],
+                      now: datetime) -> list[int]:
+        """Write the cycle's starts in one transaction, a savepoint each, then launch what
+        committed (in order). Returns the ids launched."""
+        if not starts:
+            return []
+        claimed: list[tuple[Start, Job]] = []
+        prices: dict[str, Price | None] = {}
+        with self.db.begin() as s:
+            for d in starts:
+                try:
+                    with savepoint(s):
+                        job = self._start_in(s, d, loaded.versions[d.job_id], loaded.node_ids, prices, now)
+                except (IntegrityError, job_store.DeviceBusy) as e:  # only this job's savepoint rolled back
+                    log.warning("job %s: devices already claimed (%s); will retry next cycle", d.job_id, e)
+                    continue
+                except InsufficientFunds as e:  # the policy's view of the funds was stale: wait
+                    job_store.show_pending(s, [{"b_id": d.job_id, "reason": f"insufficient funds: {e}",
+                                                "reason_code": "insufficient_funds", "estimated_start_at": None,
+                                                "priority": d.priority.value if d.priority else None,
+                                                "priority_factors": [list(f) for f in d.priority.factors]
+                                                if d.priority else None}])
+                    continue
+                if job is not None:
+                    claimed.append((d, job))
+        started = []
+        for d, job in claimed:  # committed: now the runners may start
+            try:
+                self.launcher.launch(self.launch_spec(job, vendors[d.accelerator_type]))
+            except LaunchError as e:
+                self.reconciler.fail_launch(job, f"launch failed: {e}")
+                continue
+            started.append(job.id)
+            if self.metrics:
+                self.metrics.started(d.accelerator_type, job.resources.total_devices * job.resources.device_milli / 1000,
+                                     (now - job.submitted_at).total_seconds())
+        return started
+
+    @staticmethod
+    def _start_in(s: Session, d: Start, version: int, node_ids: dict[str, int], prices: dict[str, Price | None],
+                  now: datetime) -> Job | None:
+        """One job's start inside the batch's savepoint: the guarded transition with its event,
+        the claims, the hold and the bill. None when the job moved on since the snapshot."""
+        if d.accelerator_type not in prices:  # one look-up per type and cycle (same `now`)
+            prices[d.accelerator_type] = tenancy.current_price(s, d.accelerator_type, now)
+        price = prices[d.accelerator_type]
+        reason = d.reason if price else f"{d.reason} (no price set for {d.accelerator_type}: billed at 0)"
+        prio = d.priority
+        ok = job_store.apply_transition(
+            s, d.job_id, version, JobStatus.PENDING, JobStatus.STARTING, reason, now,
+            accelerator_type=d.accelerator_type,
+            price_fen_per_device_hour=price.fen_per_device_hour if price else 0,
+            scheduled_at=now, reason_code="", estimated_start_at=None,
+            priority=prio.value if prio else None,
+            priority_factors=[list(f) for f in prio.factors] if prio else None,
+        )
+        if not ok:
+            return None  # cancelled (or otherwise changed) since the snapshot
+        job_store.claim(s, d.job_id, d, node_ids)
+        # What the hold needs, in one primary-key read (not the whole job twice: ~1 ms a start).
+        row = s.execute(select(JobRow.org_id, JobRow.restart_count, JobRow.devices_per_node, JobRow.node_count,
+                               JobRow.device_milli, JobRow.time_limit_s).where(JobRow.id == d.job_id)).one()
+        hold = place_hold(s, org_id=row.org_id, job_id=d.job_id, run=row.restart_count,
+                          devices=row.devices_per_node * row.node_count, device_milli=row.device_milli,
+                          time_limit_s=row.time_limit_s, price=price.fen_per_device_hour if price else 0,
+                          accelerator_type=d.accelerator_type, now=now)
+        job_store.set_bill(s, d.job_id, hold=bill_to_json(hold) | {"at": now.isoformat()}, run_charged=None, meter_seq=0)
+        return job_store.get_job(s, d.job_id)
 
     def launch_spec(self, job: Job, vendor: Vendor) -> LaunchSpec:
         assert job.accelerator_type is not None

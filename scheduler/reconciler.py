@@ -3,11 +3,13 @@
 Invariants:
 - For every job holding devices (STARTING, RUNNING, CANCELLING) the runner's state is read
   once per cycle and the database follows it through `scheduler.states` only.
-- Ending a job is one transaction: its status (via RUNNING if the start was never seen), its
+- Ending a job is all-or-nothing: its status (via RUNNING if the start was never seen), its
   times and exit code, the release of its device claims and its charge (ledger key
-  `charge:job:<id>`, so it is charged at most once). Runners are torn down only after commit.
-- A stale version rolls the whole transaction back; the next cycle tries again with fresh
-  state. A job is charged only for time its process really ran; a job whose runner was lost
+  `charge:job:<id>`, so it is charged at most once). In `sync`, every run that ended this
+  cycle and every start first seen are written in ONE transaction (one lease check, one
+  commit), each job in its own SAVEPOINT; runners are torn down only after that commit.
+- A stale version rolls that job's writes back (its savepoint, or its own transaction
+  elsewhere), and the others stand; the next cycle tries it again with fresh state. A job is charged only for time its process really ran; a job whose runner was lost
   is not charged (the center's fault, not the user's).
 - A server silent for `node_lost_after_s` is LOST: every job on it ends through `node_lost`
   (requeued or NODE_LOST, never charged while `refund_center_faults`), before `sync` reads
@@ -30,7 +32,7 @@ from quota.settlement import bill_from_json, bill_to_json, run_cost, settle
 from quota.settlement import meter as meter_run
 from scheduler.launcher import Launcher, NodeWatch
 from scheduler.types import ACTIVE, Job, JobStatus, RunnerPhase, RunnerState
-from suanli.db.engine import Database
+from suanli.db.engine import Database, savepoint
 from suanli.db.store import jobs as job_store
 from suanli.db.store import nodes as node_store
 
@@ -128,22 +130,51 @@ class Reconciler:
         if not active:
             return []
         states = self.launcher.poll({j.id: len(j.placements) for j in active})
-        finished: list[int] = []
+        finished: set[int] = set()
+        batch: list[tuple[Job, RunnerState]] = []  # ends and starts seen: written together below
         now = self.clock.now()
         for job in active:
             st = states[job.id]
             try:
-                if self._sync_one(job, st, scheduled.get(job.id), now):
-                    finished.append(job.id)
+                if self._sync_one(job, st, scheduled.get(job.id), now, batch):
+                    finished.add(job.id)
             except Stale:
                 log.info("job %s changed while syncing; retrying next cycle", job.id)
-        return finished
+        finished |= self._write_batch(batch, now)
+        return [j.id for j in active if j.id in finished]
 
-    def _sync_one(self, job: Job, st: RunnerState, scheduled_at: datetime | None, now: datetime) -> bool:
+    def _write_batch(self, batch: list[tuple[Job, RunnerState]], now: datetime) -> set[int]:
+        """Runs that exited (ended) and runners first seen running (STARTING → RUNNING), in one
+        transaction with a savepoint each; then the ended runs' runners are released. Returns
+        the ids of the jobs ended."""
+        if not batch:
+            return set()
+        ended: list[Job] = []
+        with self.db.begin() as s:
+            for job, st in batch:
+                try:
+                    with savepoint(s):
+                        if st.phase is RunnerPhase.EXITED:
+                            self.finish_in(s, job, st, now)
+                        else:
+                            self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=_ts(st.started_at))
+                except Stale:  # only this job's savepoint rolled back
+                    log.info("job %s changed while syncing; retrying next cycle", job.id)
+                    continue
+                if st.phase is RunnerPhase.EXITED:
+                    ended.append(job)
+        for job in ended:  # committed: the runners may go
+            self.launcher.release(job.id, len(job.placements))
+        return {j.id for j in ended}
+
+    def _sync_one(self, job: Job, st: RunnerState, scheduled_at: datetime | None, now: datetime,
+                  batch: list[tuple[Job, RunnerState]]) -> bool:
+        """Act on one job's runner state; True when it ended here. Ends and first-seen starts
+        are queued in `batch` (written by `_write_batch`), the rarer paths write at once."""
         ranks = len(job.placements)
         if st.phase is RunnerPhase.EXITED:
-            self.finish(job, st, now)
-            return True
+            batch.append((job, st))
+            return False
         if st.phase is RunnerPhase.LOST:
             self._lost(job, st, now)
             return True
@@ -156,8 +187,7 @@ class Reconciler:
         if st.extra.get("failed_rank") is not None:  # one rank failed: stop the rest of the gang
             self.launcher.stop(job.id, ranks, "peer_failed", job.grace_s)
         if st.phase is RunnerPhase.RUNNING and job.status is S.STARTING:
-            with self.db.begin() as s:
-                self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=_ts(st.started_at))
+            batch.append((job, st))
             return False
         if (
             st.phase is RunnerPhase.STARTING
@@ -184,31 +214,30 @@ class Reconciler:
             job_store.clear_placements(s, job.id)
         job_store.release(s, job.id)
 
-    def finish(self, job: Job, st: RunnerState, now: datetime) -> None:
-        """End the run: final status (or back to the queue after a preemption), charge and
-        usage for the time it ran, claims released — one transaction."""
+    def finish_in(self, s: Any, job: Job, st: RunnerState, now: datetime) -> None:
+        """End the run inside the caller's transaction (all or nothing: `Stale` must roll back
+        its savepoint): final status (or back to the queue after a preemption), charge and
+        usage for the time it ran, claims released. The caller releases the runners after commit."""
         to, reason = outcome(job, st)
         started, ended = _ts(st.started_at), _ts(st.ended_at) or now
-        with self.db.begin() as s:
-            status, version = job.status, job.version
-            if status is S.STARTING and started is not None:
-                # The process started and ended between two polls: record both steps.
-                self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=started)
-                status, version = S.RUNNING, version + 1
-            fields: dict[str, Any] = {"ended_at": ended, "exit_code": st.exit_code, "started_at": started, "stop_by": None}
-            cost, subsidy = self._close_run(s, job, started, ended, now)
-            if started is not None and job.accelerator_type is not None:
-                fields["cost_fen"] = (job.cost_fen or 0) + cost
-                fields["subsidy_fen"] = (job.subsidy_fen or 0) + subsidy
-            if to is S.PENDING:  # requeued: the next run is decided afresh, its age kept
-                fields.update(accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None,
-                              started_at=None, ended_at=None, restart_count=job.restart_count + 1)
-            if not job_store.apply_transition(s, job.id, version, status, to, reason, now, **fields):
-                raise Stale(job.id)
-            job_store.release(s, job.id)
-            if to is S.PENDING:
-                job_store.clear_placements(s, job.id)
-        self.launcher.release(job.id, len(job.placements))
+        status, version = job.status, job.version
+        if status is S.STARTING and started is not None:
+            # The process started and ended between two polls: record both steps.
+            self._step(s, job, S.STARTING, S.RUNNING, "process started", now, started_at=started)
+            status, version = S.RUNNING, version + 1
+        fields: dict[str, Any] = {"ended_at": ended, "exit_code": st.exit_code, "started_at": started, "stop_by": None}
+        cost, subsidy = self._close_run(s, job, started, ended, now)
+        if started is not None and job.accelerator_type is not None:
+            fields["cost_fen"] = (job.cost_fen or 0) + cost
+            fields["subsidy_fen"] = (job.subsidy_fen or 0) + subsidy
+        if to is S.PENDING:  # requeued: the next run is decided afresh, its age kept
+            fields.update(accelerator_type=None, price_fen_per_device_hour=None, scheduled_at=None,
+                          started_at=None, ended_at=None, restart_count=job.restart_count + 1)
+        if not job_store.apply_transition(s, job.id, version, status, to, reason, now, **fields):
+            raise Stale(job.id)
+        job_store.release(s, job.id)
+        if to is S.PENDING:
+            job_store.clear_placements(s, job.id)
 
     def _close_run(self, s: Any, job: Job, started: datetime | None, ended: datetime, now: datetime,
                    center_fault: bool = False) -> tuple[int, int]:
