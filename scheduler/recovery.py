@@ -1,7 +1,7 @@
 """Crash recovery: make Ray agree with the database after a scheduler restart (and now and then).
 
 Invariants:
-- Launch order (`SchedulerLoop._apply_start`): the PENDING→STARTING change, the device claims
+- Launch order (`SchedulerLoop._apply_starts` / `_start_in`): the PENDING→STARTING change, the device claims
   and the hold commit in one transaction *before* the launcher creates any runner. A crash
   between the two leaves a STARTING job without runner, which the reconciler requeues (the
   launcher reports it LOST at the next poll, or the starting timeout fires) — never a runner
