@@ -301,8 +301,9 @@ def test_reclaim_can_be_switched_off() -> None:
 
 def test_with_a_target_workload_one_server_jobs_go_where_fragmentation_grows_least() -> None:
     """Invariants: when the snapshot carries the target workload, the policy places a
-    one-server job exactly where the FGD score (policy/scoring.py) says, over every accepted
-    type at once; `placement=bucket` keeps best fit by free devices."""
+    one-server job exactly where the FGD score less the scarcity penalty (policy/scoring.py,
+    shapes' servers counted over every type) says, over every accepted type at once;
+    `placement=bucket` keeps best fit by free devices."""
     from dataclasses import replace
 
     from scheduler.policy import capacity, scoring
@@ -312,8 +313,10 @@ def test_with_a_target_workload_one_server_jobs_go_where_fragmentation_grows_lea
     job = make_job(1, 2, types=(A100, B910))
     snap = make_snapshot(nodes, [job], workload=workload)
     start = decide(snap, NOW).starts[0]
-    cands = [n for c in capacity.build(tuple(nodes)).values() for n in c.nodes.values()]
-    node, devices = scoring.choose("fgd", job.resources, cands, workload)
+    by_type = {t: list(c.nodes.values()) for t, c in capacity.build(tuple(nodes)).items()}
+    cands = [n for ns in by_type.values() for n in ns]
+    node, devices = scoring.choose("fgd", job.resources, cands, workload,
+                                   scarcity=lambda: scoring.ShapeFits(workload, by_type).counts)
     assert (start.placements[0].node, start.placements[0].devices) == (node.name, devices)
     bucket = decide(replace(snap, config=PolicyConfig(placement="bucket")), NOW).starts[0]
     assert bucket.placements[0].node == "a"  # the fullest A100 server that fits
