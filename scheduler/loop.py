@@ -36,6 +36,10 @@ Invariants:
 - Engine node loss: each leading cycle first asks the launcher which servers' Ray nodes died
   (`Reconciler.sweep_engine`); their jobs are requeued or end NODE_LOST, and the policy sees
   those servers unschedulable until Ray has a live node for them again.
+- Cadence (`run`, `next_wait`): after a cycle that started or ended jobs while others wait,
+  the next cycle runs at once; otherwise the loop waits `interval_s`. A launcher with a
+  `prefetch()` is asked for its runners' states at the start of each leading cycle, so the
+  round trips overlap the snapshot and the policy; `sync` collects them (`scheduler.supervisor`).
 """
 
 from __future__ import annotations
@@ -127,6 +131,14 @@ class LoopConfig:
     code_dir: Path | None = None
 
 
+def next_wait(report: CycleReport, interval_s: float) -> float:
+    """Seconds to wait before the next cycle: none after a cycle that started or ended jobs
+    while others wait (the devices just freed, or the next jobs in line, must not sit out an
+    interval), else `interval_s`, so an idle or blocked queue never spins: a cycle that
+    changed nothing always waits."""
+    return 0.0 if (report.started or report.finished) and report.waiting else interval_s
+
+
 class SchedulerLoop:
     def __init__(
         self,
@@ -185,6 +197,9 @@ class SchedulerLoop:
             if rec.resumed:
                 log.info("new term: asked the runners of STARTING jobs %s to start", rec.resumed)
         self._cycles += 1
+        prefetch = getattr(self.launcher, "prefetch", None)
+        if prefetch is not None:  # the runners' states travel while the snapshot is read and decided
+            prefetch()
         gone = self.reconciler.sweep_engine(now)  # Ray nodes that died: their jobs first
         if self.metrics and gone:
             self.metrics.lost.inc(len(gone))
@@ -362,7 +377,8 @@ class SchedulerLoop:
                              report.seconds)
             except Exception:  # noqa: BLE001 - keep scheduling; the next cycle reloads everything
                 log.exception("scheduling cycle failed")
-            stop.wait(interval_s)
+                report = CycleReport()
+            stop.wait(next_wait(report, interval_s))
         try:
             self.lease.release()
         except Exception:  # noqa: BLE001 - the lease then expires by itself

@@ -36,6 +36,12 @@ Invariants:
 - `start`, `stop`, `release` return at once; a supervisor's actor methods run concurrently,
   so Ray does not order them: the launcher counts a rank as STARTING until its `start`
   call has returned, and a late `release` only removes runs up to the one it was meant for.
+- Polls are one call per server, at most one in flight each; `prefetch` sends them early
+  (the loop: at the start of a cycle) and `poll` collects them. An answer vouches for a
+  rank being absent (LOST) only for jobs whose start had been answered when it was asked
+  and that were not released since (a released job may be relaunched as a newer run the
+  older question knew nothing of); a rank of a server that has not answered is STARTING
+  (no action), never LOST, unless its supervisor died.
 """
 
 from __future__ import annotations
@@ -325,7 +331,7 @@ class SupervisorLauncher(RayLauncher):
         self._where: dict[int, dict[int, str]] = {}  # job -> rank -> server
         self._runs: dict[int, int] = {}  # job -> the run this launcher launched last
         self._pending: dict[tuple[int, int], Any] = {}  # start calls not yet answered
-        self._polls: dict[str, tuple[Any, frozenset[int]]] = {}  # at most one poll in flight per server
+        self._polls: dict[str, tuple[Any, set[int]]] = {}  # at most one poll in flight per server
         self._legacy: set[int] = set()  # jobs with per-rank runner actors
 
     @staticmethod
@@ -401,14 +407,9 @@ class SupervisorLauncher(RayLauncher):
             for server in (set(self._where[job].values()) if job in self._where else set(self._sups)):
                 if server in self._sups:
                     asks[server].add(job)
-        starting = {j for j, _ in self._pending}
-        for server, ids in asks.items():  # one call per server, not per rank
-            if server not in self._polls:
-                # An answer vouches only for jobs whose start had been answered when it was
-                # asked: a start still on its way may run after the poll on a threaded actor.
-                self._polls[server] = (self._sups[server].poll.remote(sorted(ids)), frozenset(ids - starting))
+        self._ask(asks)
         refs = {self._polls[s][0]: s for s in asks}
-        answered: dict[str, frozenset[int]] = {}
+        answered: dict[str, set[int]] = {}
         dead: set[str] = set()
         if refs:
             ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.poll_timeout_s)
@@ -439,7 +440,30 @@ class SupervisorLauncher(RayLauncher):
             out[job] = fold(states)
         return out
 
-    def _missing(self, job: int, rank: int, answered: dict[str, frozenset[int]], dead: set[str]) -> RunnerState:
+    def prefetch(self) -> None:
+        """Ask every server holding ranks this launcher knows of for their states now, so
+        that the answers travel while the caller does other work (the loop calls this at the
+        start of a cycle, `poll` collects them at its end): the Ray round trips no longer add
+        to the cycle. Nothing is waited for here; a server with a poll still in flight is not
+        asked again."""
+        asks: dict[str, set[int]] = defaultdict(set)
+        for job, where in self._where.items():
+            if job not in self._legacy:
+                for server in where.values():
+                    if server in self._sups:
+                        asks[server].add(job)
+        self._ask(asks)
+
+    def _ask(self, asks: Mapping[str, set[int]]) -> None:
+        """One poll call per server (not per rank) unless one is in flight already."""
+        starting = {j for j, _ in self._pending}
+        for server, ids in asks.items():
+            if server not in self._polls:
+                # An answer vouches only for jobs whose start had been answered when it was
+                # asked: a start still on its way may run after the poll on a threaded actor.
+                self._polls[server] = (self._sups[server].poll.remote(sorted(ids)), set(ids - starting))
+
+    def _missing(self, job: int, rank: int, answered: dict[str, set[int]], dead: set[str]) -> RunnerState:
         """A rank no supervisor reported this time: still starting, or lost."""
         if (job, rank) in self._pending:
             return RunnerState(RunnerPhase.STARTING)
@@ -477,6 +501,8 @@ class SupervisorLauncher(RayLauncher):
             if server in self._sups:
                 self._sups[server].release.remote(job_id, run)
         self._where.pop(job_id, None)
+        for _, vouched in self._polls.values():  # an answer asked before this cannot speak for a later run
+            vouched.discard(job_id)
         for rank in range(max(ranks, 1)):
             self._pending.pop((job_id, rank), None)
 

@@ -83,6 +83,9 @@ def test_runs_start_once_and_a_newer_run_replaces_an_older_one(sup: Supervisor, 
     sup.start(first, 0, 1, "nvidia", 1000, "srv-0")
     sup.start(first, 0, 1, "nvidia", 1000, "srv-0")
     old_pid = wait_phase(sup, 9, {"RUNNING"})["pid"]
+    deadline = time.time() + 5  # RUNNING = spawned: let run 0's shell write before it is replaced
+    while (not log.exists() or not log.read_text()) and time.time() < deadline:
+        time.sleep(0.02)
     second = dict(first, env={"SUANLI_RUN": "1"})
     sup.start(second, 1, 1, "nvidia", 1000, "srv-0")  # same device: the older run is not in the way
     st = wait_phase(sup, 9, {"RUNNING"})
