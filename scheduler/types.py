@@ -209,8 +209,10 @@ class PolicyConfig:
     fairshare: str = "fair-tree"  # or "classic" (Slurm's 2^(-UE/S))
     ordering: str = "priority"  # or "fifo" (submit order, priority only reported)
     guarantee_tiers: bool = True  # serve jobs inside a guarantee before borrowing ones
-    # "auto": fragmentation gradient descent (policy/scoring.py "fgd") for one-server jobs when
-    # the snapshot carries the target workload, else best fit by free devices (capacity.py);
+    # "auto": fragmentation gradient descent less a scarcity penalty (policy/scoring.py "fgd"
+    # with SCARCITY_WEIGHT: a placement that leaves a rare workload shape with fewer servers
+    # it fits on costs more) for one-server jobs when the snapshot carries the target
+    # workload, else best fit by free devices (capacity.py);
     # "bucket": always the latter; or a strategy of scoring.py: bestfit, packing, fgd, …
     placement: str = "auto"
 
