@@ -48,7 +48,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 DEVICES = 8
 TARGET_CPU_PCT = 1.0  # of one core, at 1 s sampling (issue 7)
 TARGET_SCRAPE_MS = 10.0
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ascend" / "npu-smi-info-910b3x8-23.0.7.txt"
+_RECORDED = Path("shared") / "fixtures" / "ascend" / "npu-smi-info-910b3x8-23.0.7.txt"
+# Next to the checkout (../shared), or the project's shared folder when the checkout is elsewhere.
+FIXTURE = next((p for p in (Path(__file__).resolve().parents[2] / _RECORDED, Path("/work") / _RECORDED) if p.exists()),
+               Path(__file__).resolve().parents[2] / _RECORDED)
 
 
 def _measure(exporter: Any, samples: int, scrapes: int, interval: float) -> dict[str, Any]:
