@@ -260,6 +260,11 @@ class Snapshot:
     # which equal scores are broken (server name -> rank; default: by name).
     workload: Any | None = None
     tie_rank: dict[str, int] | None = None
+    # Optional, only with `capacity` and `workload`: per GPU shape of `workload`, the servers
+    # of `capacity` where it fits now (policy.scoring.LiveShapeFits), kept up to date by the
+    # producer as `capacity` is, so a decision need not count the cluster for the scarcity
+    # penalty; when absent the policy counts itself, with the same result. Only read.
+    shape_fits: Any | None = None
     # Orgs whose jobs must not start (suspended or not verified), name -> status.
     inactive_orgs: dict[str, str] = field(default_factory=dict)
 

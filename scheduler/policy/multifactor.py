@@ -23,7 +23,8 @@ For each job, in that order:
    `fgd` baseline, placement "fgd", is the paper's FGD without it): placing there costs
    100 · λ · Σ p_m / C_m over the workload shapes m that would stop fitting on that server,
    C_m = servers of every type where m fits now (counted on first need in a decision, kept
-   up to date by each start of the decision), λ = `scoring.SCARCITY_WEIGHT` = 20, the best
+   up to date by each start of the decision; or kept across decisions by the producer,
+   `Snapshot.shape_fits`, with the same counts), λ = `scoring.SCARCITY_WEIGHT` = 20, the best
    of 1–2000 on the Alibaba trace (below it FGD's choice barely changes, above it the
    penalty overrides FGD's packing). So the last servers a rare shape fits on are kept for
    it. Over every accepted type; otherwise best fit by free devices, one rack for gangs,
@@ -114,6 +115,12 @@ class _State:
         self._borrowers: set[int] | None = None
         self._rank: dict[int, float] | None = None
         self._fits: scoring.ShapeFits | None = None
+        # The producer's counts (Snapshot.shape_fits), if they describe this capacity and
+        # workload and the scarcity penalty may need them (placement "auto").
+        live = snap.shape_fits
+        self._live = live if (live is not None and snap.capacity is not None and snap.workload is not None
+                              and getattr(live, "workload", None) is snap.workload
+                              and snap.config.placement == "auto") else None
 
     @property
     def timelines(self) -> dict[str, Timeline]:
@@ -155,8 +162,11 @@ class _State:
         type where it fits now; counted on first use, then kept up to date by `commit`."""
         if self._fits is None:
             assert self.snap.workload is not None
-            every = {t: c.servers_for(_NO_DEVICE) for t, c in self.caps.items()}  # all servers, fast on a fork
-            self._fits = scoring.ShapeFits(self.snap.workload, every)
+            if self._live is not None:  # kept by the producer: only its changed servers are recounted
+                self._fits = scoring.ShapeFits.from_counts(self.snap.workload, self._live.counts())
+            else:
+                every = {t: c.servers_for(_NO_DEVICE) for t, c in self.caps.items()}  # all servers, fast on a fork
+                self._fits = scoring.ShapeFits(self.snap.workload, every)
         return self._fits.counts
 
     def guarantee_room(self, job: JobRequest, t: str) -> bool:
@@ -197,6 +207,10 @@ class _State:
 
     def commit(self, job: JobRequest, t: str, placements, price: int) -> None:  # type: ignore[no-untyped-def]
         r = job.resources
+        if self._fits is None and self._live is not None:
+            # The producer's counts describe the capacity before this decision: take them
+            # now and keep them up to date, as a count on first need would see this start.
+            self.shape_fits()
         fits = self._fits
         if fits is not None:
             for p in placements:

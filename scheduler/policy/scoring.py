@@ -91,7 +91,9 @@ v2023 trace, fgd mode, seeds 42-43 (FGD 4.65 % unallocated): 4.55 (1), 4.47 (5),
 floats; ties still go to the tie rank; a share gets the node's best-scoring device. C_m is
 an input (a callback), so the choice stays a pure function of the cluster state; it is asked
 for only when a best FGD placement loses a shape (else the penalty, >= 0, cannot change the
-choice), and counting it is one O(servers) numpy pass per decision, then O(1) per placement.
+choice), and counting it is one O(servers) numpy pass per decision, then O(1) per placement
+— or, where a producer keeps the counts across decisions (`LiveShapeFits`, the simulator),
+a pass over the servers changed since the last decision only; the counts are the same.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -425,6 +427,13 @@ class ShapeFits:
         fits = [cpus >= c and cnt[u] >= k for c, k, u in self._shapes]
         return np.array(fits, dtype=bool) & self._W.allowed(node.type)
 
+    @classmethod
+    def from_counts(cls, workload: Workload, counts: np.ndarray) -> ShapeFits:
+        """Start from counts already made (a copy of them, e.g. `LiveShapeFits.counts()`)."""
+        fits = cls(workload, {})
+        fits.counts = np.array(counts, dtype=np.int64)
+        return fits
+
     def remove(self, node: NodeCap) -> None:
         """Take one server out of the counts (before it changes)."""
         if self._shapes:
@@ -434,6 +443,51 @@ class ShapeFits:
         """Count one server (after it changed)."""
         if self._shapes:
             self.counts += self._row(node)
+
+
+class LiveShapeFits:
+    """`ShapeFits.counts` kept by a producer across decisions (the simulator passes it as
+    `Snapshot.shape_fits`): over the servers of `capacity` (type -> policy.capacity
+    TypeCapacity, the producer's own index, also passed as `Snapshot.capacity`), told of
+    every change with `changed(type, name)` after it. Invariant: `counts()` equals a fresh
+    `ShapeFits(workload, every server of capacity).counts`; it recounts only the servers
+    changed since its last call (one numpy pass over them), so a decision need not count the
+    cluster. Each server's row is kept to take its old contribution out."""
+
+    def __init__(self, workload: Workload, capacity: Mapping[str, Any]) -> None:
+        self.workload = workload
+        self._W: _Compiled = workload._compiled  # type: ignore[attr-defined]
+        self._caps = capacity
+        m = len(self._W.c)
+        self._counts = np.zeros(m, dtype=np.int64)
+        self._rows: dict[str, tuple[dict[str, int], np.ndarray]] = {}
+        self._dirty: dict[str, set[str]] = {}
+        for type_, cap in capacity.items():
+            nodes = list(cap.nodes.values())
+            rows = _fit_matrix(nodes, type_, self._W) if nodes and m else np.zeros((len(nodes), m), dtype=bool)
+            self._rows[type_] = ({n.name: i for i, n in enumerate(nodes)}, rows)
+            self._counts += rows.sum(axis=0, dtype=np.int64)
+            self._dirty[type_] = set()
+
+    def changed(self, type_: str, name: str) -> None:
+        """Server `name` of `type_` changed (a start or an end on it): recount it when next asked."""
+        self._dirty[type_].add(name)
+
+    def counts(self) -> np.ndarray:
+        """C_m per GPU shape of the workload, now (a copy: the caller may change it)."""
+        if len(self._W.c):
+            for type_, names in self._dirty.items():
+                if not names:
+                    continue
+                index, rows = self._rows[type_]
+                order = list(names)
+                names.clear()
+                idx = np.array([index[n] for n in order], dtype=np.intp)
+                nodes = self._caps[type_].nodes
+                new = _fit_matrix([nodes[n] for n in order], type_, self._W)
+                self._counts += new.sum(axis=0, dtype=np.int64) - rows[idx].sum(axis=0, dtype=np.int64)
+                rows[idx] = new
+        return self._counts.copy()
 
 
 def _less_scarcity(fgd: np.ndarray, hb: np.ndarray, ha: np.ndarray, scarcity: Callable[[], np.ndarray],

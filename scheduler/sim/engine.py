@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from quota.usage import Accumulator
-from scheduler.policy import capacity
+from scheduler.policy import capacity, scoring
 from scheduler.sim.model import SimCluster, SimJob
 from scheduler.types import (
     DEFAULT_CLASSES,
@@ -172,7 +172,8 @@ class SimResult:
 
 class Simulator:
     """One replay. What the policy sees is kept up to date incrementally (the capacity
-    index, the running and pending jobs as the policy's types, the live part of usage), so
+    index, the per-shape server counts of the scarcity penalty, the running and pending
+    jobs as the policy's types, the live part of usage), so
     a decision costs what changed, not the size of the cluster."""
 
     def __init__(self, cluster: SimCluster, policy: Policy, time_limit: Callable[[SimJob], float],
@@ -185,6 +186,9 @@ class Simulator:
         self.clock = FakeClock()
         self.launcher = SimLauncher(cluster)
         self.caps = capacity.build(self.launcher.views())
+        # Per GPU shape of the workload, the servers where it fits (the scarcity penalty's
+        # C_m), kept with `caps`: every start and end marks its servers for a recount.
+        self.shape_fits = scoring.LiveShapeFits(workload, self.caps) if isinstance(workload, scoring.Workload) else None
         self.types = sorted({s.accelerator_type for s in cluster.servers})
         self.pool_of = {t.org: t.pool for t in cluster.tenants}
         self.classes = cluster.classes or dict(DEFAULT_CLASSES)
@@ -233,6 +237,7 @@ class Simulator:
             in_use=(self._org_use, self._pool_use),
             workload=self.workload,
             tie_rank=self.tie_rank,
+            shape_fits=self.shape_fits,
         )
 
     def _units(self, r: _Running) -> float:
@@ -282,6 +287,9 @@ class Simulator:
     def _start(self, job: SimJob, type_: str, placements: tuple[Placement, ...], milli: int, t: float) -> _Running:
         self.launcher.take(job, placements, milli)  # the independent check: raises on a double allocation
         self.caps[type_].take(placements, self._request(job).resources)
+        if self.shape_fits is not None:
+            for p in placements:
+                self.shape_fits.changed(type_, p.node)
         limit = float(self.time_limit(job))
         self._token += 1  # end events carry it: an event of an earlier run of the job is stale
         r = _Running(job, type_, placements, t, limit, t + min(job.duration_s, limit), epoch=self._token)
@@ -303,6 +311,8 @@ class Simulator:
         self.launcher.give_back(r.job, r.placements, r.job.device_milli)
         for p in r.placements:
             self.caps[r.type].give_back(p.node, p.devices, r.job.device_milli, r.job.cpu_milli, r.job.memory_mib)
+            if self.shape_fits is not None:
+                self.shape_fits.changed(r.type, p.node)
         milli = sum(len(p.devices) for p in r.placements) * r.job.device_milli
         self._busy[r.job.tenant] -= milli / 1000
         self._org_use[(r.job.tenant, r.type)] -= milli

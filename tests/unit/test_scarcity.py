@@ -10,6 +10,9 @@ Invariants checked here:
   `fgd` baseline (placement="fgd") does not, and within one decision each placement sees
   the counts left by the ones before it.
 - The penalty is refused for strategies other than fgd.
+- `LiveShapeFits` (the counts a producer keeps across decisions) equals a fresh count after
+  any starts and ends it is told of, and the simulator's decisions are the same with it in
+  the snapshot and without it (the policy then counts itself).
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from scheduler.policy import decide
+from scheduler.policy import capacity, decide
 from scheduler.policy.capacity import NodeCap
-from scheduler.policy.scoring import SCARCITY_WEIGHT, ShapeFits, TaskShape, Workload, choose, node_scores
-from scheduler.types import PolicyConfig, Resources
+from scheduler.policy.scoring import SCARCITY_WEIGHT, LiveShapeFits, ShapeFits, TaskShape, Workload, choose, node_scores
+from scheduler.sim.engine import Simulator
+from scheduler.sim.model import SimCluster, SimJob, SimServer
+from scheduler.sim.run import workload_of
+from scheduler.types import Decisions, NodeView, Placement, PolicyConfig, Resources, Snapshot
 from tests.unit.policy_builders import NOW, make_job, make_node, make_snapshot
 
 G2, G3 = "G2", "G3"
@@ -200,3 +206,98 @@ def test_a_placement_lowers_the_count_the_next_placement_of_the_decision_sees() 
     assert [(s.job_id, s.placements[0].node) for s in d.starts] == [(1, "x1"), (2, "y")]
     alone = decide(make_snapshot(nodes, jobs[1:], workload=workload), NOW)
     assert alone.starts[0].placements[0].node == "x2"  # with B still on x1, x2 is not the last one
+
+
+def test_live_shape_fits_recounts_what_changed_to_a_fresh_count() -> None:
+    """Told of every changed server (`changed` after a `take` or `give_back` on the producer's
+    capacity index), `LiveShapeFits.counts()` equals a fresh `ShapeFits` count over all the
+    servers, shares and CPU included; it hands out a copy, so a caller cannot change it."""
+    rnd = random.Random(3)
+    workload = Workload((TaskShape(1000, 500, 1, (), 0.4), TaskShape(2000, 1000, 2, (G3,), 0.3),
+                         TaskShape(24_000, 1000, 4, (), 0.2), TaskShape(500, 0, 0, (), 0.1)))
+    caps = capacity.build(tuple(NodeView(f"n{i:02d}", G2 if i % 3 else G3, 8, tuple(range(8)), 32_000, 1 << 20)
+                                for i in range(15)))
+    live = LiveShapeFits(workload, caps)
+    held: list[tuple[str, Placement, Resources]] = []
+
+    def fresh() -> list[int]:
+        return ShapeFits(workload, {t: list(c.nodes.values()) for t, c in caps.items()}).counts.tolist()
+
+    start = fresh()
+    assert live.counts().tolist() == start
+    for step in range(80):
+        if held and rnd.random() < 0.4:
+            t, p, r = held.pop(rnd.randrange(len(held)))
+            caps[t].give_back(p.node, p.devices, r.device_milli, r.cpus_per_node, r.memory_mb_per_node)
+        else:
+            t = rnd.choice([G2, G3])
+            r = rnd.choice([Resources((t,), 1, 1, 1000, 1024, rnd.choice([200, 500, 700])),
+                            Resources((t,), rnd.choice([1, 2, 4]), 1, rnd.choice([1000, 8000]), 1024)])
+            placed = caps[t].place(r)
+            if placed is None:
+                continue
+            caps[t].take(placed, r)
+            p = placed[0]
+            held.append((t, p, r))
+        live.changed(t, p.node)
+        if step % 3 == 0:  # several changes between reads, as several starts in a decision
+            counts = live.counts()
+            assert counts.tolist() == fresh()
+            counts += 100
+    assert live.counts().tolist() == fresh() != start
+
+
+def _small_trace(seed: int) -> tuple[SimCluster, list[SimJob]]:
+    """Two types, servers with little or much CPU, whole-device and fractional jobs that
+    arrive and leave: enough for rare shapes and the scarcity penalty to matter."""
+    rnd = random.Random(seed)
+    cluster = SimCluster(servers=tuple(SimServer(f"s{i:02d}", (G2, G3)[i % 2], 8, rnd.choice([16_000, 64_000]), 1 << 20)
+                                       for i in range(12)))
+    jobs, t = [], 0.0
+    for i in range(300):
+        t += rnd.expovariate(1 / 30)
+        share = rnd.random() < 0.3
+        jobs.append(SimJob(i + 1, t, rnd.uniform(60, 3000), 1 if share else rnd.choice([1, 1, 2, 4, 8]),
+                           device_milli=rnd.choice([250, 500]) if share else 1000,
+                           accelerators=rnd.choice([(G2,), (G3,), ()]), cpu_milli=rnd.choice([1000, 4000, 12_000])))
+    return cluster, jobs
+
+
+def test_the_simulator_decides_the_same_with_and_without_its_kept_counts() -> None:
+    """On a seeded trace the policy gives exactly the same decisions (starts with their
+    devices, waits) whether the snapshot carries the simulator's `LiveShapeFits` or not
+    (then the policy counts the cluster itself, as the live loop does); the kept counts are
+    really used, and the penalty really changes placements on this trace (against the plain
+    `fgd` baseline), so the comparison can fail."""
+    cluster, jobs = _small_trace(8)
+    workload = workload_of(jobs)
+
+    def replay(keep: bool, placement: str = "auto") -> tuple[list[Decisions], int]:
+        seen: list[Decisions] = []
+        reads = [0]
+
+        def policy(snap: Snapshot, now: float) -> Decisions:
+            d = decide(snap, now)
+            seen.append(d)
+            return d
+
+        sim = Simulator(replace(cluster, policy=PolicyConfig(placement=placement)), policy, lambda j: 2 * j.duration_s, workload)
+        if not keep:
+            sim.shape_fits = None
+        elif sim.shape_fits is not None:
+            counts = sim.shape_fits.counts
+
+            def counted() -> np.ndarray:
+                reads[0] += 1
+                return counts()
+            sim.shape_fits.counts = counted  # type: ignore[method-assign]
+        sim.run(jobs, cycle_s=10.0)
+        return seen, reads[0]
+
+    kept, reads = replay(True)
+    counted_here, none = replay(False)
+    assert reads > 10 and none == 0
+    assert kept == counted_here
+    plain, _ = replay(True, "fgd")
+    places = [[(s.job_id, s.placements) for s in d.starts] for d in kept]
+    assert places != [[(s.job_id, s.placements) for s in d.starts] for d in plain]
