@@ -261,7 +261,7 @@ class Snapshot:
     workload: Any | None = None
     tie_rank: dict[str, int] | None = None
     # Optional, only with `capacity` and `workload`: per GPU shape of `workload`, the servers
-    # of `capacity` where it fits now (policy.scoring.LiveShapeFits), kept up to date by the
+    # of `capacity` where it fits now (policy.scarcity.LiveShapeFits), kept up to date by the
     # producer as `capacity` is, so a decision need not count the cluster for the scarcity
     # penalty; when absent the policy counts itself, with the same result. Only read.
     shape_fits: Any | None = None

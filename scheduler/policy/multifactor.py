@@ -54,7 +54,7 @@ import numpy as np
 from quota.ledger import hold_fen
 from quota.types import Split, VoucherBalance
 from quota.vouchers import hold_split
-from scheduler.policy import capacity, scoring
+from scheduler.policy import capacity, scarcity, scoring
 from scheduler.policy.backfill import Estimator, Reservation, Timeline
 from scheduler.policy.fairshare import classic, fair_tree
 from scheduler.policy.priority import job_priority
@@ -114,7 +114,7 @@ class _State:
         self._started: list[tuple[str, float, str, int]] = []  # (type, end, node, devices) of this cycle's starts
         self._borrowers: set[int] | None = None
         self._rank: dict[int, float] | None = None
-        self._fits: scoring.ShapeFits | None = None
+        self._fits: scarcity.ShapeFits | None = None
         # The producer's counts (Snapshot.shape_fits), if they describe this capacity and
         # workload and the scarcity penalty may need them (placement "auto").
         live = snap.shape_fits
@@ -163,10 +163,10 @@ class _State:
         if self._fits is None:
             assert self.snap.workload is not None
             if self._live is not None:  # kept by the producer: only its changed servers are recounted
-                self._fits = scoring.ShapeFits.from_counts(self.snap.workload, self._live.counts())
+                self._fits = scarcity.ShapeFits.from_counts(self.snap.workload, self._live.counts())
             else:
                 every = {t: c.servers_for(_NO_DEVICE) for t, c in self.caps.items()}  # all servers, fast on a fork
-                self._fits = scoring.ShapeFits(self.snap.workload, every)
+                self._fits = scarcity.ShapeFits(self.snap.workload, every)
         return self._fits.counts
 
     def guarantee_room(self, job: JobRequest, t: str) -> bool:

@@ -81,7 +81,7 @@ last server where a rare shape fits costs no more than taking one of a hundred. 
 
     score(n) = FGD score(n) - 100 * lambda * sum_m p_m * [m fits on n now, not after] / C_m
 
-C_m = servers of the *whole cluster* (every type) where GPU shape m fits now (`ShapeFits`,
+C_m = servers of the *whole cluster* (every type) where GPU shape m fits now (`scarcity.ShapeFits`,
 updated per placement; "fits" as in F: type, CPU, devices with enough free share); lambda =
 `SCARCITY_WEIGHT` = 20. Losing the last server of m costs 2000 * p_m points (FGD's whole
 0..100 range at p_m = 0.05); a shape on 100 servers costs 20 * p_m per server lost, mostly
@@ -92,7 +92,7 @@ floats; ties still go to the tie rank; a share gets the node's best-scoring devi
 an input (a callback), so the choice stays a pure function of the cluster state; it is asked
 for only when a best FGD placement loses a shape (else the penalty, >= 0, cannot change the
 choice), and counting it is one O(servers) numpy pass per decision, then O(1) per placement
-— or, where a producer keeps the counts across decisions (`LiveShapeFits`, the simulator),
+— or, where a producer keeps the counts across decisions (`scarcity.LiveShapeFits`, the simulator),
 a pass over the servers changed since the last decision only; the counts are the same.
 """
 
@@ -102,7 +102,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 
@@ -375,119 +375,7 @@ def cluster_fragmentation(nodes: Iterable[NodeCap], workload: Workload) -> float
 
 
 # ---------------------------------------------------------------------------- scarcity
-
-
-def _fit_matrix(nodes: Sequence[NodeCap], type_: str, W: _Compiled) -> np.ndarray:
-    """N x M bool: GPU shape m can run on node n now (as `_satisfied` > 0), for servers of one
-    type; reads only what that needs (CPU, wholly free devices, shares), once per server."""
-    n, u = len(nodes), len(W.thresholds)
-    cpu = np.fromiter(map(_get_cpus, nodes), dtype=np.int64, count=n)
-    cnt = np.fromiter(map(len, map(_get_free, nodes)), dtype=np.int64, count=n)[:, None]
-    sn: list[int] = []
-    sv: list[int] = []
-    if any(map(_get_shared, nodes)):  # (a C-speed pass; most types share no device)
-        for i, shared in enumerate(map(_get_shared, nodes)):
-            if shared:
-                sn.extend([i] * len(shared))
-                sv.extend(shared.values())
-    if sn:
-        ge = np.minimum(np.array(sv, dtype=np.int64), MILLI)[:, None] >= W.thresholds[None, :]
-        flat = (np.array(sn, dtype=np.int64)[:, None] * u + np.arange(u)[None, :]).ravel()
-        cnt = cnt + np.bincount(flat, weights=ge.ravel(), minlength=n * u).reshape(n, u).astype(np.int64)
-    else:
-        cnt = np.broadcast_to(cnt, (n, u))
-    # A shape runs if its type is allowed, CPU suffices and k devices have >= its share (a
-    # device with a free share > 0 makes the satisfied amount > 0 then).
-    return (cpu[:, None] >= W.c[None, :]) & (np.take(cnt, W.u, axis=1) >= W.k[None, :]) & W.allowed(type_)[None, :]
-
-
-class ShapeFits:
-    """Per GPU shape of a workload, on how many servers it fits now: the C_m of the scarcity
-    penalty (module docstring), counted over every server given (all types; `servers_by_type`
-    maps a type to its servers, whose `type` is that key). When a server changes,
-    `remove(node)` before and `add(node)` after keep `counts` equal to a fresh count."""
-
-    def __init__(self, workload: Workload, servers_by_type: Mapping[str, Sequence[NodeCap]]) -> None:
-        self._W: _Compiled = workload._compiled  # type: ignore[attr-defined]
-        self.counts = np.zeros(len(self._W.c), dtype=np.int64)
-        if len(self._W.c):
-            for type_, nodes in servers_by_type.items():
-                if nodes:
-                    self.counts += _fit_matrix(nodes, type_, self._W).sum(axis=0, dtype=np.int64)
-        # One server at a time (per placement) in plain Python: numpy's per-call overhead
-        # would cost more than the ~M comparisons.
-        self._shapes = list(zip(self._W.c.tolist(), self._W.k.tolist(), self._W.u.tolist()))
-        self._thresholds = self._W.thresholds.tolist()
-
-    def _row(self, node: NodeCap) -> np.ndarray:
-        """The server's row of `_fit_matrix`."""
-        nfree, cpus = len(node.free), node.cpus
-        shares = [min(v, MILLI) for v in node.shared.values()]
-        cnt = [nfree + sum(v >= g for v in shares) for g in self._thresholds] if shares else [nfree] * len(self._thresholds)
-        fits = [cpus >= c and cnt[u] >= k for c, k, u in self._shapes]
-        return np.array(fits, dtype=bool) & self._W.allowed(node.type)
-
-    @classmethod
-    def from_counts(cls, workload: Workload, counts: np.ndarray) -> ShapeFits:
-        """Start from counts already made (a copy of them, e.g. `LiveShapeFits.counts()`)."""
-        fits = cls(workload, {})
-        fits.counts = np.array(counts, dtype=np.int64)
-        return fits
-
-    def remove(self, node: NodeCap) -> None:
-        """Take one server out of the counts (before it changes)."""
-        if self._shapes:
-            self.counts -= self._row(node)
-
-    def add(self, node: NodeCap) -> None:
-        """Count one server (after it changed)."""
-        if self._shapes:
-            self.counts += self._row(node)
-
-
-class LiveShapeFits:
-    """`ShapeFits.counts` kept by a producer across decisions (the simulator passes it as
-    `Snapshot.shape_fits`): over the servers of `capacity` (type -> policy.capacity
-    TypeCapacity, the producer's own index, also passed as `Snapshot.capacity`), told of
-    every change with `changed(type, name)` after it. Invariant: `counts()` equals a fresh
-    `ShapeFits(workload, every server of capacity).counts`; it recounts only the servers
-    changed since its last call (one numpy pass over them), so a decision need not count the
-    cluster. Each server's row is kept to take its old contribution out."""
-
-    def __init__(self, workload: Workload, capacity: Mapping[str, Any]) -> None:
-        self.workload = workload
-        self._W: _Compiled = workload._compiled  # type: ignore[attr-defined]
-        self._caps = capacity
-        m = len(self._W.c)
-        self._counts = np.zeros(m, dtype=np.int64)
-        self._rows: dict[str, tuple[dict[str, int], np.ndarray]] = {}
-        self._dirty: dict[str, set[str]] = {}
-        for type_, cap in capacity.items():
-            nodes = list(cap.nodes.values())
-            rows = _fit_matrix(nodes, type_, self._W) if nodes and m else np.zeros((len(nodes), m), dtype=bool)
-            self._rows[type_] = ({n.name: i for i, n in enumerate(nodes)}, rows)
-            self._counts += rows.sum(axis=0, dtype=np.int64)
-            self._dirty[type_] = set()
-
-    def changed(self, type_: str, name: str) -> None:
-        """Server `name` of `type_` changed (a start or an end on it): recount it when next asked."""
-        self._dirty[type_].add(name)
-
-    def counts(self) -> np.ndarray:
-        """C_m per GPU shape of the workload, now (a copy: the caller may change it)."""
-        if len(self._W.c):
-            for type_, names in self._dirty.items():
-                if not names:
-                    continue
-                index, rows = self._rows[type_]
-                order = list(names)
-                names.clear()
-                idx = np.array([index[n] for n in order], dtype=np.intp)
-                nodes = self._caps[type_].nodes
-                new = _fit_matrix([nodes[n] for n in order], type_, self._W)
-                self._counts += new.sum(axis=0, dtype=np.int64) - rows[idx].sum(axis=0, dtype=np.int64)
-                rows[idx] = new
-        return self._counts.copy()
+# (the per-shape server counts C_m live in scheduler/policy/scarcity.py)
 
 
 def _less_scarcity(fgd: np.ndarray, hb: np.ndarray, ha: np.ndarray, scarcity: Callable[[], np.ndarray],
@@ -697,7 +585,7 @@ def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload:
     to the smallest name. `seed` (int or numpy Generator) is used by `random` only; `affinity`
     (node name -> tags of its GPU pods, see `affinity_tag`) by `clustering` only. `scarcity`
     (`fgd` only) turns on the scarcity penalty: it returns C_m per GPU shape of `workload`
-    (`ShapeFits.counts` over the whole cluster) and is called only if the penalty could change
+    (`scarcity.ShapeFits.counts` over the whole cluster) and is called only if the penalty could change
     the choice (some candidate fits and a best FGD placement loses a shape)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")

@@ -306,7 +306,7 @@ def test_with_a_target_workload_one_server_jobs_go_where_fragmentation_grows_lea
     `placement=bucket` keeps best fit by free devices."""
     from dataclasses import replace
 
-    from scheduler.policy import capacity, scoring
+    from scheduler.policy import capacity, scarcity, scoring
 
     nodes = [make_node("a", used=(0, 1, 2, 3, 4, 5)), make_node("b", used=(0,)), make_node("n", B910, used=(0, 1, 2))]
     workload = scoring.Workload.from_requests([(1, 1000, 2, ())] * 5 + [(1, 1000, 4, ())] * 5)
@@ -316,7 +316,7 @@ def test_with_a_target_workload_one_server_jobs_go_where_fragmentation_grows_lea
     by_type = {t: list(c.nodes.values()) for t, c in capacity.build(tuple(nodes)).items()}
     cands = [n for ns in by_type.values() for n in ns]
     node, devices = scoring.choose("fgd", job.resources, cands, workload,
-                                   scarcity=lambda: scoring.ShapeFits(workload, by_type).counts)
+                                   scarcity=lambda: scarcity.ShapeFits(workload, by_type).counts)
     assert (start.placements[0].node, start.placements[0].devices) == (node.name, devices)
     bucket = decide(replace(snap, config=PolicyConfig(placement="bucket")), NOW).starts[0]
     assert bucket.placements[0].node == "a"  # the fullest A100 server that fits
