@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.types import JobStatus, device_healthy
@@ -92,15 +92,23 @@ def _idle_devices_of(s: Session, job_id: int, now: datetime, window_s: float) ->
     return out
 
 
-def flag_idle_jobs(s: Session, job_ids: Iterable[int], now: datetime, rule: IdleRule) -> list[int]:
-    """Flag or unflag the given jobs from their devices' idle state; returns the newly flagged."""
+def flag_idle_jobs(s: Session, job_ids: Iterable[int], now: datetime, rule: IdleRule,
+                   suspects: Iterable[int] | None = None) -> list[int]:
+    """Flag or unflag the given jobs from their devices' idle state; returns the newly flagged.
+    With `suspects` (the jobs the caller saw idle past the window), only those and the jobs
+    flagged already are looked at: a heartbeat of a busy server reads one row set, nothing more."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return []
+    stmt = select(JobRow.id, JobRow.status, JobRow.version, JobRow.grace_s, JobRow.idle_since).where(JobRow.id.in_(ids))
+    if suspects is not None:
+        stmt = stmt.where(or_(JobRow.idle_since.is_not(None), JobRow.id.in_(sorted(set(suspects)))))
     flagged = []
-    for job_id in sorted(set(job_ids)):
-        row = s.get(JobRow, job_id)
-        if row is None or JobStatus(row.status) not in (JobStatus.RUNNING, JobStatus.STARTING):
+    for job_id, status, version, grace_s, idle_since in s.execute(stmt).all():
+        if JobStatus(status) not in (JobStatus.RUNNING, JobStatus.STARTING):
             continue
         idle = _idle_devices_of(s, job_id, now, rule.window_s)
-        if idle and row.idle_since is None:
+        if idle and idle_since is None:
             since = min(datetime.fromisoformat(t) for _, _, t in idle)
             where = ", ".join(f"{n}/{d}" for n, d, _ in idle)
             msg = (f"idle allocation: device(s) {where} below {rule.threshold_pct:g}% utilization since "
@@ -109,11 +117,11 @@ def flag_idle_jobs(s: Session, job_ids: Iterable[int], now: datetime, rule: Idle
                       .execution_options(synchronize_session=False))
             s.add(JobEventRow(job_id=job_id, at=now, from_status=None, to_status=None, reason=msg))
             flagged.append(job_id)
-            if rule.stop and row.status == str(JobStatus.RUNNING):
-                job_store.apply_transition(s, job_id, row.version, JobStatus.RUNNING, JobStatus.CANCELLING,
+            if rule.stop and status == str(JobStatus.RUNNING):
+                job_store.apply_transition(s, job_id, version, JobStatus.RUNNING, JobStatus.CANCELLING,
                                            f"stopped by the center: {msg}",
-                                           now, stop_by=now + timedelta(seconds=row.grace_s))
-        elif not idle and row.idle_since is not None:
+                                           now, stop_by=now + timedelta(seconds=grace_s))
+        elif not idle and idle_since is not None:
             s.execute(update(JobRow).where(JobRow.id == job_id).values(idle_since=None)
                       .execution_options(synchronize_session=False))
             s.add(JobEventRow(job_id=job_id, at=now, from_status=None, to_status=None,
@@ -133,5 +141,6 @@ def apply_heartbeat(s: Session, row: NodeRow, before: dict[int, dict[str, Any]],
     row.devices = [track_idle(before.get(int(d["index"])), d, holders.get(int(d["index"]), ()), now, rule.threshold_pct)
                    for d in row.devices or []]
     s.flush()
-    flag_idle_jobs(s, {j for js in holders.values() for j in js}, now, rule)
+    suspects = {j for d in row.devices if idle_past(d, now, rule.window_s) for j in d.get("idle_jobs") or ()}
+    flag_idle_jobs(s, {j for js in holders.values() for j in js}, now, rule, suspects)
     s.flush()

@@ -195,7 +195,9 @@ def heartbeat(db: Database, report: NodeReport, timeout_s: float = 60.0, idle: I
         uses = node_store.allocations(s, [row.id]).get(row.id, {})
         holders = {dev: tuple(j for j, _ in use.jobs) for dev, use in uses.items()}
         apply_heartbeat(s, row, before, was_status, holders, now, rule)
-        return _entries(s, None, report.name, now, timeout_s, rule.window_s)[0]
+        # The answer from what this transaction holds already: no second read of the node.
+        names = node_store.job_names(s, sorted({j for js in holders.values() for j in js}))
+        return node_entry(row, uses, View(None, names, rule.window_s), now, timeout_s)
 
 
 def node_events(db: Database, who: Principal, name: str, limit: int = 100) -> list[NodeEventRow]:

@@ -146,6 +146,42 @@ def center(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     c.db.dispose()
 
 
+@contextmanager
+def throwaway_postgres(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of its own for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Center]:
+    """A center on a database of its own per test, SQLite and PostgreSQL: for tests whose
+    scheduler loops act on every job in the database (the shared `center` has other tests' jobs)."""
+    if request.param == "sqlite":
+        c = make_center("", tmp_path, "sqlite")
+        try:
+            yield c
+        finally:
+            c.client.close()
+            c.db.dispose()
+        return
+    with throwaway_postgres("suanli_test_fresh") as url:
+        c = make_center(url, tmp_path, "postgres")
+        try:
+            yield c
+        finally:
+            c.client.close()
+            c.db.dispose()
+
+
 # ---------------------------------------------------------------------------- Ray
 
 

@@ -10,12 +10,9 @@ chosen device behind the loop's back.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Mapping
+from datetime import timedelta
 
-import pytest
 from sqlalchemy import delete, func, select
 
 from quota.ledger import hold_fen
@@ -24,17 +21,10 @@ from scheduler.policy import decide
 from scheduler.types import Decisions, LaunchSpec, RunnerPhase, RunnerState, Snapshot
 from suanli.db.models import DeviceClaimRow, JobEventRow, JobPlacementRow, JobRow, LedgerTxnRow, NodeRow
 from suanli.db.store import tenancy
-from tests.conftest import PG_ADMIN_URL, Center, make_center
+from tests.conftest import Center
+from tests.integration.test_center_fault_billing import Clock
 
 TYPE = "nvidia-a100-80g"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return self.t
 
 
 class ScriptedLauncher:
@@ -65,27 +55,6 @@ class ScriptedLauncher:
 
     def release(self, job_id: int, ranks: int) -> None:
         self.released.append(job_id)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Center]:
-    """A center of its own per test (its own loop must not start other tests' jobs)."""
-    if request.param == "sqlite":
-        c = make_center("", tmp_path, "sqlite")
-        yield c
-        c.db.dispose()
-        return
-    import psycopg
-
-    name = f"suanli_test_batch_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    c = make_center(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", tmp_path, "postgres")
-    yield c
-    c.client.close()
-    c.db.dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _submit(c: Center, token: str, name: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_e2e_ray import alive, submit, wait_for, wait_log
+from tests.integration.test_e2e_ray import alive, submit, wait_for, wait_log, wait_rerun
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -91,14 +91,7 @@ def test_silent_server_is_not_ready_then_lost_and_its_job_runs_again_elsewhere(c
     assert status == "NOT_READY"
     assert c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()["status"] == "RUNNING"
 
-    deadline = time.time() + 60
-    again: dict[str, Any] = {}
-    while time.time() < deadline:
-        again = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
-        if again["restart_count"] == 1 and again["status"] == "RUNNING":
-            break
-        time.sleep(0.2)
-    assert again["status"] == "RUNNING" and again["restart_count"] == 1, again
+    again = wait_rerun(c, m, job["id"])
     assert again["nodes"] and again["nodes"][0] != node and again["nodes"][0] in beating
     events = [e["reason"] for e in c.client.get(f"/v1/jobs/{job['id']}/events", headers=c.headers(m.token)).json()]
     assert any(f"requeued: server {node} lost" in e and "not charged" in e for e in events), events

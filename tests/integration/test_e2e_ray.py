@@ -42,6 +42,18 @@ def wait_for(rc, member, job_id: int, statuses: set[str], timeout: float = 60) -
     raise AssertionError(f"job {job_id} is {job['status']} ({job['reason']}), wanted {statuses}")
 
 
+def wait_rerun(rc, member, job_id: int, timeout: float = 60) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The job once it runs again after one requeue (restart count 1, RUNNING)."""
+    deadline = time.time() + timeout
+    job: dict[str, Any] = {}
+    while time.time() < deadline:
+        job = rc.client.get(f"/v1/jobs/{job_id}", headers=rc.headers(member.token)).json()
+        if job["restart_count"] == 1 and job["status"] == "RUNNING":
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not run again: {job}")
+
+
 def logs(rc, member, job_id: int) -> str:  # type: ignore[no-untyped-def]
     return rc.client.get(f"/v1/jobs/{job_id}/logs", headers=rc.headers(member.token)).text  # type: ignore[no-any-return]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_e2e_ray import TERMINAL, alive, submit, wait_for
+from tests.integration.test_e2e_ray import TERMINAL, alive, submit, wait_for, wait_rerun
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -161,14 +161,7 @@ def test_removed_ray_node_requeues_a_job_that_runs_again_elsewhere(pair_b: Lossy
     pid = _rank_pid(c, m, job["id"], 0)
     pair_b.remove(victim)
 
-    deadline = time.time() + 60
-    again: dict[str, Any] = {}
-    while time.time() < deadline:
-        again = c.client.get(f"/v1/jobs/{job['id']}", headers=c.headers(m.token)).json()
-        if again["restart_count"] == 1 and again["status"] == "RUNNING":
-            break
-        time.sleep(0.2)
-    assert again["status"] == "RUNNING" and again["restart_count"] == 1, again
+    again = wait_rerun(c, m, job["id"])
     assert again["placements"][0]["node"] != victim
     assert again["submitted_at"] == job["submitted_at"]
     events = [e["reason"] for e in c.client.get(f"/v1/jobs/{job['id']}/events", headers=c.headers(m.token)).json()]

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from scheduler.recovery import recover
 from scheduler.types import Decisions, LaunchSpec, RunnerPhase, RunnerState, Snapshot
 from suanli.db.store import jobs as job_store
 from suanli.db.models import BillingRunRow, DeviceClaimRow, JobEventRow, LedgerTxnRow, SchedulerLeaseRow
-from tests.conftest import PG_ADMIN_URL, Center, make_center
+from tests.conftest import Center
 
 TIMEOUT_S = 30.0
 
@@ -81,30 +80,6 @@ class As:
 
     def release(self, job_id: int, ranks: int) -> None:
         self.ray.calls.append((self.who, "release", job_id))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Center]:
-    """A center on a database of its own: the loops here schedule every job in it."""
-    if request.param == "sqlite":
-        c = make_center("", tmp_path, "sqlite")
-        yield c
-        c.client.close()
-        c.db.dispose()
-        return
-    import psycopg
-
-    name = f"suanli_leader_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    c = make_center(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", tmp_path, "postgres")
-    try:
-        yield c
-    finally:
-        c.client.close()
-        c.db.dispose()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pair(c: Center, policy_a: Any = None, policy_b: Any = None) -> tuple[Clock, SharedRay, SchedulerLoop, SchedulerLoop]:
