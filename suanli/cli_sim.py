@@ -101,6 +101,7 @@ def simulate_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="suanli policy setting key=value (repeatable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full results as JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write PNG charts into this folder")] = None,
+    bound: Annotated[bool, typer.Option("--bound", help="fgd mode: also the least any placement can leave unallocated")] = False,
 ) -> None:
     """Replay a workload through the live policy and baselines; report JCT, waits,
     utilization, fairness and (fgd mode) the allocation curve."""
@@ -113,7 +114,9 @@ def simulate_command(
         run = load(trace, cluster, alibaba, alibaba_nodes, from_sacct, mode, seed_list, tenants, tenant_seed, tune)
         if cycle < 0:
             raise SimError("--cycle must be >= 0")
-        run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings, run.workload, cycle)
+        if bound and run.mode != "fgd":
+            raise SimError("--bound needs --mode fgd")
+        run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings, run.workload, cycle, bound)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
             tasks: dict[str, Any] = {}
@@ -163,6 +166,10 @@ def _table(results: dict[str, Any]) -> None:
         t = Table("POLICY", "MEDIAN UNALLOCATED % @100", "MEAN")
         for name, r in results["policies"].items():
             t.add_row(name, _fmt(r["median_unallocated_gpu_pct_at_100"]), _fmt(r["mean_unallocated_gpu_pct_at_100"]))
+        if "bounds" in results:  # lower bounds, not policies: no placement can do better
+            b = results["bounds"]
+            t.add_row("floor: every share pod placed", _fmt(b["median_share_floor_pct"]), "")
+            t.add_row("floor: any placement", _fmt(b["median_relaxed_floor_pct"]), "")
     else:
         t = Table("POLICY", "AVG JCT h", "P99 JCT h", "AVG WAIT h", "P99 WAIT h", "UTIL", "JAIN", "JAIN (CONTENDED)", "PREEMPT",
                   "PENDING")

@@ -93,8 +93,9 @@ def policy_for(name: str, cluster: SimCluster, settings: dict[str, str]) -> tupl
     cfg = cluster.policy
     if name == "suanli":
         cfg = apply_settings(cfg, settings)
-    elif name == "slurm-like":  # Slurm places by best fit of free resources, not by fragmentation
-        cfg = replace(cfg, fairshare="classic", guarantee_tiers=False, reclaim=False, placement="bucket")
+    elif name == "slurm-like":  # Slurm places by best fit of free resources, not by fragmentation;
+        # its multifactor priority has no factor for the requested time limit (that is ours).
+        cfg = replace(cfg, fairshare="classic", guarantee_tiers=False, reclaim=False, placement="bucket", weight_shortness=0.0)
     elif name in STRATEGIES:
         cfg = replace(cfg, ordering="fifo", guarantee_tiers=False, reclaim=False, placement=name, backfill_depth=0)
 
@@ -115,6 +116,8 @@ class Run:
     workload: Workload | None = None
     # time mode: seconds between scheduling cycles (0: decide after every event batch).
     cycle_s: float = 0.0
+    # fgd mode: also report the lower bounds of `scheduler.sim.bound` per seed.
+    bounds: bool = False
 
 
 def workload_of(jobs: Iterable[SimJob]) -> Workload:
@@ -159,4 +162,21 @@ def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, in
             }
         else:
             raise SimError(f"unknown mode {run.mode!r}: use time or fgd")
+    if run.mode == "fgd" and run.bounds:
+        out["bounds"] = fgd_bounds_by_seed(run)
     return out
+
+
+def fgd_bounds_by_seed(run: Run) -> dict[str, Any]:
+    """Per seed the floors of `scheduler.sim.bound` (no policy can leave less unallocated at
+    100 %), and their medians; `share_floor_pct` is None where the share pods alone overflow."""
+    from scheduler.sim.bound import fgd_bounds
+
+    total = run.cluster.total_devices
+    seeds = {seed: fgd_bounds(arrivals, total).as_dict() for seed, arrivals in sorted((run.arrivals_by_seed or {}).items())}
+
+    def median(key: str) -> float | None:
+        values = [b[key] for b in seeds.values() if b[key] is not None]
+        return statistics.median(values) if values else None
+
+    return {"seeds": seeds, "median_share_floor_pct": median("share_floor_pct"), "median_relaxed_floor_pct": median("relaxed_floor_pct")}

@@ -51,3 +51,20 @@ def test_bad_arguments_are_clear(tmp_path: Path) -> None:
     assert "unknown policy setting" in run(*base, "--set", "nope=1")[1]
     code, out = run("--cluster", str(DATA / "cluster-small.yaml"))
     assert code == 2 and "exactly one of" in out
+    code, out = run(*base, "--bound")
+    assert code == 2 and "--bound needs --mode fgd" in out
+
+
+def test_fgd_mode_bound_in_json_and_table() -> None:
+    """Invariants: `--mode fgd --bound` adds the floors to the JSON (each <= the policy's
+    figure) and two floor rows to the table; a trace replayed in fgd mode is one seed."""
+    base = ["--trace", str(DATA / "trace-small.csv"), "--cluster", str(DATA / "cluster-small.yaml"), "--mode", "fgd", "--bound"]
+    code, out = run(*base, "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    floors = data["bounds"]["seeds"]["0"]
+    got = data["policies"]["suanli"]["seeds"]["0"]["unallocated_gpu_pct_at_100"]
+    if got is not None:
+        assert floors["relaxed_floor_pct"] <= got + 1e-9
+    code, out = run(*base)
+    assert code == 0 and "floor: any placement" in out and "floor: every share pod placed" in out

@@ -190,3 +190,15 @@ def test_cycles_coalesce_events_and_start_jobs_at_cycle_boundaries() -> None:
     assert (r[1].start, r[2].start, r[3].start) == (10, 10, 30)
     assert (r[1].end, r[2].end, r[3].end) == (110, 60, 40)
     assert res.decisions == 2
+
+
+def test_slurm_like_baseline_has_no_shortness_factor() -> None:
+    """Invariant: the Slurm-like baseline orders by Slurm's multifactor (age, fair share, size,
+    QOS), never by the requested time limit — that factor is the suanli policy's own, and a
+    baseline inheriting it would no longer be Slurm (it once did, and beat suanli on JCT)."""
+    from scheduler.sim.run import policy_for
+
+    _, cl = policy_for("slurm-like", one_server(), {})
+    assert cl.policy.weight_shortness == 0 and cl.policy.fairshare == "classic"
+    _, cl = policy_for("suanli", one_server(), {})
+    assert cl.policy.weight_shortness > 0
