@@ -256,7 +256,7 @@ class Snapshot:
     # `running`, kept by the producer (the simulator) so a decision need not re-add them.
     in_use: tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]] | None = None
     # For score-based placement strategies (PolicyConfig.placement): the target workload
-    # (policy.scoring.Workload: typical task shapes and their popularity) and the order in
+    # (policy.fragment.Workload: typical task shapes and their popularity) and the order in
     # which equal scores are broken (server name -> rank; default: by name).
     workload: Any | None = None
     tie_rank: dict[str, int] | None = None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from scheduler.policy.capacity import NodeCap
-from scheduler.policy.scoring import MILLI, Workload, _Compiled, _get_cpus, _get_free, _get_shared
+from scheduler.policy.fragment import MILLI, Workload, _Compiled, _get_cpus, _get_free, _get_shared
 
 
 def _fit_matrix(nodes: Sequence[NodeCap], type_: str, W: _Compiled) -> np.ndarray:

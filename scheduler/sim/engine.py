@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from quota.usage import Accumulator
-from scheduler.policy import capacity, scarcity, scoring
+from scheduler.policy import capacity, fragment, scarcity
 from scheduler.sim.model import SimCluster, SimJob
 from scheduler.types import (
     DEFAULT_CLASSES,
@@ -178,7 +178,7 @@ class Simulator:
 
     def __init__(self, cluster: SimCluster, policy: Policy, time_limit: Callable[[SimJob], float],
                  workload: Any | None = None, tie_rank: dict[str, int] | None = None) -> None:
-        self.workload = workload  # target workload for score-based placement (policy.scoring)
+        self.workload = workload  # target workload for score-based placement (policy.fragment.Workload)
         self.tie_rank = tie_rank  # how equal placement scores are broken (server -> rank)
         self.cluster = cluster
         self.policy = policy
@@ -188,7 +188,7 @@ class Simulator:
         self.caps = capacity.build(self.launcher.views())
         # Per GPU shape of the workload, the servers where it fits (the scarcity penalty's
         # C_m), kept with `caps`: every start and end marks its servers for a recount.
-        self.shape_fits = scarcity.LiveShapeFits(workload, self.caps) if isinstance(workload, scoring.Workload) else None
+        self.shape_fits = scarcity.LiveShapeFits(workload, self.caps) if isinstance(workload, fragment.Workload) else None
         self.types = sorted({s.accelerator_type for s in cluster.servers})
         self.pool_of = {t.org: t.pool for t in cluster.tenants}
         self.classes = cluster.classes or dict(DEFAULT_CLASSES)

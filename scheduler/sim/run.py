@@ -24,7 +24,7 @@ from typing import Any
 
 from scheduler.policy import decide
 from scheduler.policy.fifo import decide as fifo_decide
-from scheduler.policy.scoring import Workload
+from scheduler.policy.fragment import Workload
 from scheduler.sim.engine import Policy, Simulator
 from scheduler.sim.metrics import summarize, summarize_fgd
 from scheduler.sim.model import SimCluster, SimJob

@@ -23,15 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.policy.capacity import NodeCap
+from scheduler.policy.fragment import TaskShape, Workload, cluster_fragmentation, fragmentation, fragmentations
 from scheduler.policy.scoring import (
     STRATEGIES,
-    TaskShape,
-    Workload,
     affinity_tag,
     choose,
-    cluster_fragmentation,
-    fragmentation,
-    fragmentations,
     node_scores,
 )
 from scheduler.types import Resources
