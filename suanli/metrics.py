@@ -98,6 +98,7 @@ class CenterCollector:
             vouchers = billing_store.all_voucher_balances(s)
             programs = list(s.scalars(select(ProgramRow)))
             left = {p.id: billing_store.program_left(s, p.id) for p in programs}
+            paid_by_program = billing_store.subsidy_by_program(s)
             lease = cluster_store.get_lease(s)
         program_names = {p.id: p.name for p in programs}
 
@@ -228,6 +229,11 @@ class CenterCollector:
             budget.add_metric([p.name], p.budget_fen)
             budget_left.add_metric([p.name], left[p.id])
         out += [budget, budget_left]
+        paid = CounterMetricFamily("suanli_program_subsidy_fen", "What a program's vouchers paid for settled runs, fen.",
+                                   labels=["program"])
+        for p in sorted(programs, key=lambda p: p.name):
+            paid.add_metric([p.name], paid_by_program.get(p.id, 0))
+        out.append(paid)
 
         # The scheduler, as the database sees it.
         age = (now - lease.renewed_at).total_seconds() if lease is not None else -1

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from scheduler.loop import LoopConfig, SchedulerLoop
-from suanli.db.models import NodeRow
+from suanli.db.models import JobRow, NodeRow
 from suanli.metrics import CenterCollector
 from tests.conftest import make_center
 from tests.integration.test_center_fault_billing import Clock, ScriptedLauncher
@@ -162,3 +162,52 @@ def test_loop_records_scheduler_metrics(tmp_path: Path) -> None:
     loop.cycle()
     assert value(metrics, "suanli_scheduler_node_lost_jobs_total") == 2
     c.db.dispose()
+
+
+def test_program_subsidy_counter_sums_settled_runs(center) -> None:  # type: ignore[no-untyped-def]
+    """Invariants (SQLite and PostgreSQL): suanli_program_subsidy_fen{program} is, per program,
+    the sum of what its vouchers paid in every settled run (the runs' `programs` parts, a run
+    paid by two programs counting for each), added up by the database's JSON functions and
+    equal to a Python sum over the same rows; a program no run used shows 0."""
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from suanli.db.models import BillingRunRow, ProgramRow
+    from suanli.db.store import billing as billing_store
+    from tests.conftest import unique
+    from tests.integration.test_cluster_api import cancel_pending, insert_job, new_type
+
+    now = datetime.now(UTC)
+    with center.db.begin() as s:
+        made = [ProgramRow(name=unique("prog"), budget_fen=10_000_000, rate=Decimal("0.5"), org_kinds=[], accelerator_types=[],
+                           valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30), created_at=now)
+                for _ in range(3)]
+        s.add_all(made)
+        s.flush()
+        p1, p2, p3 = (p.id for p in made)
+    m = center.new_org()
+    t = new_type(center)
+    job_ids = [insert_job(center, m, t) for _ in range(2)]
+    with center.db.begin() as s:
+        for job_id, parts in zip(job_ids, [{str(p1): 700}, {str(p1): 50, str(p2): 1234}]):
+            job = s.get(JobRow, job_id)
+            s.add(BillingRunRow(job_id=job_id, run=0, org_id=job.org_id, project_id=job.project_id, user_id=job.user_id,
+                                accelerator_type=t, devices_milli=1000, started_at=now - timedelta(hours=1), ended_at=now,
+                                duration_ms=3_600_000, price_fen_per_device_hour=4000, cost_fen=4000,
+                                cash_fen=4000 - sum(parts.values()), subsidy_fen=sum(parts.values()), programs=parts,
+                                center_fault=False, settled_at=now))
+    cancel_pending(center, job_ids)
+    with center.db.begin() as s:
+        by_db = billing_store.subsidy_by_program(s)
+        by_python: dict[int, int] = {}
+        for parts in s.scalars(select(BillingRunRow.programs)):
+            for k, v in (parts or {}).items():
+                by_python[int(k)] = by_python.get(int(k), 0) + int(v)
+        names = {p.id: p.name for p in s.scalars(select(ProgramRow))}
+    assert by_db == by_python
+    assert (by_db[p1], by_db[p2], by_db.get(p3, 0)) == (750, 1234, 0)
+    _center(center)._at = None  # noqa: SLF001 - a fresh read
+    got = scrape(center)
+    for pid, name in names.items():
+        assert one(got, "suanli_program_subsidy_fen_total", program=name) == by_db.get(pid, 0)

@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from quota.types import Program, Voucher, VoucherBalance, org_cash, org_hold, program_budget, voucher_account, voucher_hold
@@ -109,6 +109,17 @@ def granted_in_year(s: Session, program_id: int, org_id: int, year_start: dateti
 
 def program_left(s: Session, program_id: int) -> int:
     return balances(s, [program_budget(program_id)])[program_budget(program_id)]
+
+
+def subsidy_by_program(s: Session) -> dict[int, int]:
+    """Program id -> fen its vouchers paid for settled runs: the sum of every billing run's
+    `programs` part, added up by the database (each dialect's JSON table function) so a scrape
+    does not ship every run to Python."""
+    if s.get_bind().dialect.name == "postgresql":
+        sql = "SELECT j.key, SUM(j.value::bigint) FROM billing_runs b, json_each_text(b.programs) j GROUP BY j.key"
+    else:
+        sql = "SELECT j.key, SUM(j.value) FROM billing_runs b, json_each(b.programs) j GROUP BY j.key"
+    return {int(k): int(v) for k, v in s.execute(text(sql)).all()}
 
 
 def org_money(s: Session, org_id: int) -> tuple[int, int]:
