@@ -127,6 +127,9 @@ class LoopConfig:
     # With `node_timeout_s`: a server silent this long is lost and its jobs are requeued or
     # ended NODE_LOST (`Reconciler.sweep_nodes`); 0 never gives up on a server.
     node_lost_after_s: float = 0.0
+    # Ray's node table (dead engine nodes, `Reconciler.sweep_engine`) is read at most this
+    # often while every server is up; 0: every cycle.
+    engine_check_s: float = 2.0
     # Uploaded job code (`<code_dir>/<sha256>.zip`, suanli/code.py); None: `<jobs_dir>/../code`.
     code_dir: Path | None = None
 
@@ -162,7 +165,7 @@ class SchedulerLoop:
         self.clock = clock or SystemClock()
         self.policy = policy
         self.reconciler = Reconciler(self.db, launcher, self.clock, config.starting_timeout_s, config.half_life_s,
-                                     refund_center_faults=config.refund_center_faults)
+                                     refund_center_faults=config.refund_center_faults, engine_check_s=config.engine_check_s)
         self._written: dict[int, float] = {}  # pending job -> when its priority was last written
         self._metered_at: datetime | None = None
         self._leased_at: datetime | None = None

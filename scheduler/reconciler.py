@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from scheduler.loop import Clock
 
 log = logging.getLogger(__name__)
+ENGINE_LOST = "its Ray node died: no work placed on it; its jobs are requeued or ended"
 S = JobStatus
 MAX_REQUEUES = 3
 
@@ -83,8 +84,12 @@ def outcome(job: Job, st: RunnerState) -> tuple[JobStatus, str]:
 
 class Reconciler:
     def __init__(self, db: Database, launcher: Launcher, clock: Clock, starting_timeout_s: float,
-                 half_life_s: float = 7 * 24 * 3600, refund_center_faults: bool = True) -> None:
+                 half_life_s: float = 7 * 24 * 3600, refund_center_faults: bool = True, engine_check_s: float = 0.0) -> None:
         self.db = db
+        # Ray's node table is read at most this often while every server is up (0: every
+        # sweep): on a large cluster one read is the whole table, and cycles run back to back.
+        self.engine_check_s = engine_check_s
+        self._engine_checked_at: datetime | None = None
         self.refund_center_faults = refund_center_faults
         self.launcher = launcher
         self.clock = clock
@@ -95,9 +100,15 @@ class Reconciler:
     def sweep_engine(self, now: datetime) -> list[int]:
         """Servers whose engine (Ray) node died: an event on each when first seen, and every
         job holding devices on them ended or requeued through `node_lost`. `self.down` then
-        lists them (the loop places nothing there). Returns the ids of the jobs taken off."""
+        lists them (the loop places nothing there). Returns the ids of the jobs taken off.
+        Asks the engine at most every `engine_check_s` while no server is down, every sweep
+        while one is (so a server whose node comes back is placed on again at once)."""
         if not isinstance(self.launcher, NodeWatch):
             return []
+        last = self._engine_checked_at
+        if not self.down and last is not None and 0 <= (now - last).total_seconds() < self.engine_check_s:
+            return []  # checked lately and all was up (a dead runner is also seen by its poll)
+        self._engine_checked_at = now
         with self.db.begin() as s:
             rows = {r.id: r.name for r in node_store.node_rows(s)}
         down = self.launcher.servers_down(set(rows.values()))
@@ -109,8 +120,7 @@ class Reconciler:
         with self.db.begin() as s:
             for i in ids:
                 if rows[i] in fresh:
-                    node_store.add_event(s, i, "engine_lost", "its Ray node died: no work placed on it; its jobs are "
-                                         "requeued or ended", now)
+                    node_store.add_event(s, i, "engine_lost", ENGINE_LOST, now)
             victims = set(node_store.jobs_on_nodes(s, ids))
             jobs = [j for j in job_store.jobs_in(s, list(ACTIVE)) if j.id in victims] if victims else []
         ended = []
@@ -290,10 +300,20 @@ class Reconciler:
             job_store.release(s, job.id)
         self.launcher.release(job.id, len(job.placements))
 
+    def _engine_lost(self, servers: set[str], now: datetime) -> None:
+        """The engine_lost event on each of these servers (newly found down)."""
+        if not servers:
+            return
+        with self.db.begin() as s:
+            for row in node_store.node_rows(s):
+                if row.name in servers:
+                    node_store.add_event(s, row.id, "engine_lost", ENGINE_LOST, now)
+
     def _lost(self, job: Job, st: RunnerState, now: datetime) -> None:
         if isinstance(self.launcher, NodeWatch):  # the node may have died since the sweep
             down = self.launcher.servers_down({p.node for p in job.placements})
             if down:
+                self._engine_lost(down - self.down, now)  # found here before the sweep saw it
                 self.down |= down
                 self.node_lost(job, ", ".join(sorted(down)), now, cause="its Ray node died")
                 return

@@ -257,3 +257,48 @@ def test_track_idle_restarts_when_the_device_changes_hands() -> None:
     assert track_idle(c, dev, (), t0, 5.0)["idle_since"] is None
     assert track_idle(c, dict(dev, utilization_pct=None), (8,), t0, 5.0)["idle_since"] is None
     assert IdleRule().threshold_pct == 5.0 and IdleRule().window_s == 1800.0
+
+
+class WatchingLauncher(Launcher):
+    """Also a NodeWatch (as RayLauncher is): `dead` servers are reported down; counts asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead: set[str] = set()
+        self.asked = 0
+
+    def servers_down(self, servers: Any) -> set[str]:
+        self.asked += 1
+        return self.dead & set(servers)
+
+
+def test_engine_node_table_is_read_at_most_every_engine_check_s(tmp_path: Path) -> None:
+    """Invariants: while every server is up the loop asks the engine (Ray's node table) at
+    most once per `engine_check_s` however many cycles run; a node that dies is found at the
+    next check (an engine_lost event on it); while one is down every cycle asks,
+    so the server is placed on again in the cycle after its node comes back."""
+    c = make_center("", tmp_path, "sqlite")
+    clock, launcher = Clock(), WatchingLauncher()
+    launcher.clock = clock
+    loop = SchedulerLoop(c.db, launcher, LoopConfig(c.settings.jobs_dir, engine_check_s=2.0), clock=clock)
+    for _ in range(5):
+        loop.cycle()
+    assert launcher.asked == 1
+    clock.t += timedelta(seconds=1.9)
+    loop.cycle()
+    assert launcher.asked == 1
+    launcher.dead = {"a100-0"}
+    clock.t += timedelta(seconds=0.2)  # 2.1 s after the first check
+    loop.cycle()
+    assert launcher.asked == 2 and loop.reconciler.down == {"a100-0"}
+    events = c.client.get("/v1/nodes/a100-0/events", headers=c.headers(c.tokens.admin)).json()
+    assert any(e["kind"] == "engine_lost" for e in events), events
+    loop.cycle()
+    loop.cycle()
+    assert launcher.asked == 4  # down: every cycle
+    launcher.dead = set()
+    loop.cycle()
+    assert launcher.asked == 5 and loop.reconciler.down == set()
+    loop.cycle()
+    assert launcher.asked == 5  # all up again: back to every 2 s
+    c.db.dispose()
