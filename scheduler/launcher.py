@@ -41,7 +41,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,6 +110,35 @@ def comm_hints(vendor: Vendor, node_ip: str) -> dict[str, str]:
     (NCCL_SOCKET_IFNAME, NCCL_IB_HCA) depends on the center's network and is set on the Ray
     nodes' environment, which the command inherits, or in the job's env."""
     return {"HCCL_IF_IP": node_ip} if vendor is Vendor.ASCEND else {}
+
+
+def wait_rendezvous(ask: Callable[[float], tuple[str, int] | None], timeout_s: float, starting: Callable[[], bool], *,
+                    not_found: str, no_answer: str, gone: str, poll_s: float, initially: str | None = None) -> tuple[str, int]:
+    """Rank 0's (address, port), asked with `ask(seconds left)` until `timeout_s`: a missing
+    actor (ValueError) or no answer is retried, None (rank 0 not registered yet) too; a dead
+    one, the timeout, or the rank leaving STARTING (`starting()` false: stopped meanwhile) is
+    a LaunchError saying which. Shared by the supervisor and the per-rank actor launchers."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    last = initially or not_found
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LaunchError(f"no rendezvous from rank 0 within {timeout_s:g}s ({last})")
+        try:
+            got = ask(left)
+            if got is not None:
+                return str(got[0]), int(got[1])
+        except ValueError:  # not registered yet
+            last = not_found
+        except ray.exceptions.GetTimeoutError:
+            last = no_answer
+        except ray.exceptions.RayActorError as e:
+            raise LaunchError(f"{gone} ({type(e).__name__})") from e
+        if not starting():
+            raise LaunchError("stopped while waiting for the rendezvous")
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
 def free_port() -> int:
@@ -230,25 +259,14 @@ class RunnerActor:
 
         if self.master is None:
             return self.rendezvous()
-        deadline = time.monotonic() + self.rendezvous_timeout_s
-        last = "not found"
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LaunchError(f"no rendezvous from rank 0 within {self.rendezvous_timeout_s:g}s ({last})")
-            try:
-                h = ray.get_actor(self.master, namespace=self.namespace)
-                addr, port = ray.get(h.rendezvous.remote(), timeout=left)
-                return str(addr), int(port)
-            except ValueError:  # not registered yet
-                last = "rank 0's runner not found"
-            except ray.exceptions.GetTimeoutError:
-                last = "rank 0's runner did not answer"
-            except ray.exceptions.RayActorError as e:
-                raise LaunchError(f"rank 0's runner is gone ({type(e).__name__})") from e
-            if self.runner.poll().phase is not RunnerPhase.STARTING:
-                raise LaunchError("stopped while waiting for the rendezvous")
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        master = self.master
+
+        def ask(left: float) -> tuple[str, int]:
+            return ray.get(ray.get_actor(master, namespace=self.namespace).rendezvous.remote(), timeout=left)
+
+        return wait_rendezvous(ask, self.rendezvous_timeout_s, lambda: self.runner.poll().phase is RunnerPhase.STARTING,
+                               not_found="rank 0's runner not found", no_answer="rank 0's runner did not answer",
+                               gone="rank 0's runner is gone", poll_s=0.2)
 
     def start(self) -> dict[str, object]:
         try:

@@ -70,6 +70,7 @@ from scheduler.launcher import (
     free_port,
     rank_spec,
     rendezvous_env,
+    wait_rendezvous,
 )
 from scheduler.runner import ProcessRunner, RankSpec, state_from_dict, state_to_dict
 from scheduler.types import LaunchSpec, RunnerPhase, RunnerState, Vendor
@@ -245,29 +246,15 @@ class Supervisor:
                 return got
         import ray
 
-        deadline = time.monotonic() + self.rendezvous_timeout_s
-        last = "rank 0 not registered"
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LaunchError(f"no rendezvous from rank 0 within {self.rendezvous_timeout_s:g}s ({last})")
-            try:
-                if r.master == self.server:
-                    got = self.rendezvous(job, run)
-                else:
-                    h = ray.get_actor(supervisor_name(r.master), namespace=self.namespace)
-                    got = ray.get(h.rendezvous.remote(job, run), timeout=left)
-                if got is not None:
-                    return str(got[0]), int(got[1])
-            except ValueError:
-                last = f"no supervisor on {r.master} yet"
-            except ray.exceptions.GetTimeoutError:
-                last = f"the supervisor on {r.master} did not answer"
-            except ray.exceptions.RayActorError as e:
-                raise LaunchError(f"rank 0's supervisor on {r.master} is gone ({type(e).__name__})") from e
-            if r.runner.poll().phase is not RunnerPhase.STARTING:
-                raise LaunchError("stopped while waiting for the rendezvous")
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        def ask(left: float) -> tuple[str, int] | None:
+            if r.master == self.server:
+                return self.rendezvous(job, run)
+            return ray.get(ray.get_actor(supervisor_name(r.master), namespace=self.namespace).rendezvous.remote(job, run),
+                           timeout=left)
+
+        return wait_rendezvous(ask, self.rendezvous_timeout_s, lambda: r.runner.poll().phase is RunnerPhase.STARTING,
+                               not_found=f"no supervisor on {r.master} yet", no_answer=f"the supervisor on {r.master} did not answer",
+                               gone=f"rank 0's supervisor on {r.master} is gone", poll_s=0.1, initially="rank 0 not registered")
 
     def _unpack(self, r: _Rank) -> str:
         """A fresh node-local copy of the shipped code for this rank and run."""
