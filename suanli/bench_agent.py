@@ -37,11 +37,12 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
 
-from suanli.bench_ledger import BenchError, percentiles
+from suanli.bench_ledger import BenchError, percentiles, report
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
@@ -159,7 +160,6 @@ def bench_agent(samples: int = 300, scrapes: int = 500, seconds: float = 30.0, i
 
 def register(bench_app: typer.Typer) -> None:
     """Add `suanli bench agent` to the bench app."""
-    from suanli.cli import fail, out, print_json
 
     @bench_app.command("agent")
     def bench_agent_command(
@@ -172,17 +172,14 @@ def register(bench_app: typer.Typer) -> None:
     ) -> None:
         """Agent cost for 8 devices: CPU % of a core at the sampling interval and /metrics scrape
         latency, for simulated devices and for npu-smi parsing (targets: < 1 %, p99 < 10 ms)."""
-        try:
-            result = bench_agent(samples, scrapes, seconds, interval, npu_smi_file)
-        except BenchError as e:
-            fail(str(e), e.code)
-        if as_json:
-            print_json(result)
-            return
-        for name in ("simulated", "ascend_fixture"):
-            r = result[name]
-            out.print(f"{name:<15} sample cpu p50 {r['sample_cpu_ms']['p50']} ms  -> {r['cpu_pct_of_core']} % of a core  "
-                      f"scrape p50 {r['scrape_ms']['p50']} ms p99 {r['scrape_ms']['p99']} ms  {r['meets_target']}")
-        if result["sampler"]:
-            out.print(f"sampler thread  {result['sampler']['cpu_pct_of_core']} % of a core over {result['sampler']['seconds']} s")
-        out.print(f"spawn floor     /bin/true cpu p50 {result['spawn']['cpu_ms']['p50']} ms wall p50 {result['spawn']['wall_ms']['p50']} ms")
+        report(lambda: bench_agent(samples, scrapes, seconds, interval, npu_smi_file), as_json, _lines)
+
+
+def _lines(result: dict[str, Any]) -> Iterable[str]:
+    for name in ("simulated", "ascend_fixture"):
+        r = result[name]
+        yield (f"{name:<15} sample cpu p50 {r['sample_cpu_ms']['p50']} ms  -> {r['cpu_pct_of_core']} % of a core  "
+               f"scrape p50 {r['scrape_ms']['p50']} ms p99 {r['scrape_ms']['p99']} ms  {r['meets_target']}")
+    if result["sampler"]:
+        yield f"sampler thread  {result['sampler']['cpu_pct_of_core']} % of a core over {result['sampler']['seconds']} s"
+    yield f"spawn floor     /bin/true cpu p50 {result['spawn']['cpu_ms']['p50']} ms wall p50 {result['spawn']['wall_ms']['p50']} ms"

@@ -53,11 +53,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
 
-from suanli.bench_ledger import BenchError, bench_database, percentiles
+from suanli.bench_ledger import BenchError, bench_database, percentiles, report
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
@@ -340,7 +341,6 @@ def _bulk_jobs(url: str, n: int) -> None:
 
 def register(bench_app: typer.Typer) -> None:
     """Add `suanli bench api` to the bench app."""
-    from suanli.cli import fail, out, print_json
 
     @bench_app.command("api")
     def bench_api_command(
@@ -357,19 +357,16 @@ def register(bench_app: typer.Typer) -> None:
     ) -> None:
         """Job submissions per second and p50/p99 over HTTP on PostgreSQL, and list latency
         with many jobs stored; /healthz in the same run is the baseline."""
-        try:
-            result = bench_api(server_workers, clients, submissions, stored, database_url, rate, compare_sync)
-        except BenchError as e:
-            fail(str(e), e.code)
-        if as_json:
-            print_json(result)
-            return
-        for phase in ("healthz", "submit", "submit_paced", "submit_sync", "submit_sync_paced", "list"):
-            if phase not in result:
-                continue
-            p = result[phase]
-            out.print(f"{phase:<12} {p['requests']:>7} requests  {p['per_s']:>8} /s  p50 {p['ms']['p50']} ms  "
-                      f"p99 {p['ms']['p99']} ms  cpu ms/request: server {p['server_cpu_ms']} db {p['db_cpu_ms']}  errors {p['errors']}")
-        ratios = f"submit vs healthz {result['submit_vs_healthz']}" + (
-            f"  submit vs sync path {result['submit_vs_sync']}" if "submit_vs_sync" in result else "")
-        out.print(f"{ratios}  client cpu {result['client_cpu_s']} s")
+        report(lambda: bench_api(server_workers, clients, submissions, stored, database_url, rate, compare_sync), as_json, _lines)
+
+
+def _lines(result: dict[str, Any]) -> Iterable[str]:
+    for phase in ("healthz", "submit", "submit_paced", "submit_sync", "submit_sync_paced", "list"):
+        if phase not in result:
+            continue
+        p = result[phase]
+        yield (f"{phase:<12} {p['requests']:>7} requests  {p['per_s']:>8} /s  p50 {p['ms']['p50']} ms  "
+               f"p99 {p['ms']['p99']} ms  cpu ms/request: server {p['server_cpu_ms']} db {p['db_cpu_ms']}  errors {p['errors']}")
+    ratios = f"submit vs healthz {result['submit_vs_healthz']}" + (
+        f"  submit vs sync path {result['submit_vs_sync']}" if "submit_vs_sync" in result else "")
+    yield f"{ratios}  client cpu {result['client_cpu_s']} s"

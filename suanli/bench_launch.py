@@ -35,11 +35,12 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
 
-from suanli.bench_ledger import BenchError
+from suanli.bench_ledger import BenchError, report
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
@@ -229,7 +230,6 @@ def bench_launch(jobs: int = 40, burst: int = 100, gap: float = 0.2, interval: f
 
 def register(bench_app: typer.Typer) -> None:
     """Add `suanli bench launch` to the bench app."""
-    from suanli.cli import fail, out, print_json
 
     @bench_app.command("launch")
     def bench_launch_command(
@@ -243,15 +243,12 @@ def register(bench_app: typer.Typer) -> None:
     ) -> None:
         """Submit → RUNNING latency and starts/s on a local Ray cluster of 4 simulated servers
         (targets for single-node jobs: p50 ≤ 0.5 s, p99 ≤ 2 s, ≥ 50 starts/s)."""
-        try:
-            result = bench_launch(jobs, burst, gap, interval, launcher)
-        except BenchError as e:
-            fail(str(e), e.code)
-        if as_json:
-            print_json(result)
-            return
-        for k in ("single", "multi"):
-            r = result[k]
-            out.print(f"{k:<7} {r['jobs']} jobs: latency p50 {r['latency_s']['p50']} s p99 {r['latency_s']['p99']} s")
-        b = result["burst"]
-        out.print(f"burst   {b['jobs']} jobs in {b['seconds']} s: {b['starts_per_s']} starts/s  {result['meets_target']}")
+        report(lambda: bench_launch(jobs, burst, gap, interval, launcher), as_json, _lines)
+
+
+def _lines(result: dict[str, Any]) -> Iterable[str]:
+    for k in ("single", "multi"):
+        r = result[k]
+        yield f"{k:<7} {r['jobs']} jobs: latency p50 {r['latency_s']['p50']} s p99 {r['latency_s']['p99']} s"
+    b = result["burst"]
+    yield f"burst   {b['jobs']} jobs in {b['seconds']} s: {b['starts_per_s']} starts/s  {result['meets_target']}"

@@ -53,7 +53,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,6 +75,22 @@ class BenchError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+def report(compute: Callable[[], dict[str, Any]], as_json: bool, lines: Callable[[dict[str, Any]], Iterable[str]]) -> None:
+    """How every `suanli bench` command ends: run it, then print the JSON or its summary lines;
+    a BenchError is the CLI's clear failure with its exit code, never a traceback."""
+    from suanli.cli import fail, out, print_json
+
+    try:
+        result = compute()
+    except BenchError as e:
+        fail(str(e), e.code)
+    if as_json:
+        print_json(result)
+        return
+    for line in lines(result):
+        out.print(line)
 
 
 @dataclass(frozen=True)
@@ -335,7 +351,6 @@ def _verify(db: Any, org_ids: list[int]) -> tuple[int, int]:
 
 def register(bench_app: typer.Typer) -> None:
     """Add `suanli bench ledger` to the bench app."""
-    from suanli.cli import fail, out, print_json
 
     @bench_app.command("ledger")
     def bench_ledger_command(
@@ -348,16 +363,13 @@ def register(bench_app: typer.Typer) -> None:
     ) -> None:
         """Settlements per second on PostgreSQL (hold + settle of a job with a voucher split),
         with N workers, 1 worker (the baseline) and N workers on one hot org."""
-        try:
-            result = bench_ledger(workers, orgs, settlements, database_url)
-        except BenchError as e:
-            fail(str(e), e.code)
-        if as_json:
-            print_json(result)
-            return
-        for phase in ("baseline", "concurrent", "hot_org"):
-            p = result[phase]
-            out.print(f"{phase:<11} {p['workers']:>3} workers  {p['settlements']:>6} settlements  "
-                      f"{p['settlements_per_s']:>8} /s  settle p50 {p['settle_ms']['p50']} ms  p99 {p['settle_ms']['p99']} ms")
-        out.print(f"speedup vs 1 worker {result['speedup_vs_1_worker']}  hot org vs spread {result['hot_org_vs_spread']}  "
-                  f"unbalanced txns {result['unbalanced_txns']}")
+        report(lambda: bench_ledger(workers, orgs, settlements, database_url), as_json, _lines)
+
+
+def _lines(result: dict[str, Any]) -> Iterable[str]:
+    for phase in ("baseline", "concurrent", "hot_org"):
+        p = result[phase]
+        yield (f"{phase:<11} {p['workers']:>3} workers  {p['settlements']:>6} settlements  "
+               f"{p['settlements_per_s']:>8} /s  settle p50 {p['settle_ms']['p50']} ms  p99 {p['settle_ms']['p99']} ms")
+    yield (f"speedup vs 1 worker {result['speedup_vs_1_worker']}  hot org vs spread {result['hot_org_vs_spread']}  "
+           f"unbalanced txns {result['unbalanced_txns']}")
