@@ -2,7 +2,8 @@
 
 - fgd mode: GPU allocation ratio vs arrived load, each policy's median over its seeds,
   with the FGD authors' published medians for the same pod list drawn beside ours
-  (`published_results/analysis_allo_discrete.csv`, when given).
+  (`published_results/analysis_allo_discrete.csv`, when given), and with `--bound` the two
+  floors at 100 % arrived as markers (the most any placement could have allocated there).
 - time mode: JCT CDF per policy; queue length and device utilization over time; each
   tenant's share of busy devices over time (suanli policy, or the first one run).
 Every function returns the paths it wrote.
@@ -70,6 +71,11 @@ def _fgd(results: dict[str, Any], folder: Path, published: Path | None, workload
         for name, curve in sorted(published_curves(published, workload).items()):
             xs, ys = zip(*curve, strict=False)
             ax.plot(xs, ys, linestyle="--", linewidth=1, label=f"{name} (FGD paper)")
+    bounds = results.get("bounds") or {}
+    for key, marker, label in (("median_share_floor_pct", "v", "best packing of the same share pods (floor)"),
+                               ("median_relaxed_floor_pct", "^", "any placement, pods may stay out (floor)")):
+        if bounds.get(key) is not None:  # what no placement can beat at 100 % arrived (`--bound`)
+            ax.plot([100], [100 - bounds[key]], marker=marker, color="black", linestyle="none", label=label)
     ax.plot([0, 130], [0, 130], color="grey", linewidth=0.5)
     ax.set_xlim(60, 130)
     ax.set_ylim(50, 100)

@@ -68,3 +68,34 @@ def test_fgd_mode_bound_in_json_and_table() -> None:
         assert floors["relaxed_floor_pct"] <= got + 1e-9
     code, out = run(*base)
     assert code == 0 and "floor: any placement" in out and "floor: every share pod placed" in out
+
+
+def test_fgd_plot_marks_the_floors(tmp_path: Path) -> None:
+    """Invariant: with --bound the allocation chart draws each floor as a marker at 100 %
+    arrived, at 100 minus the floor (what no placement could beat there)."""
+    from scheduler.sim import plots
+
+    drawn: list[tuple[list[float], list[float], str]] = []
+    real = plots.plt.subplots
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        fig, ax = real(*a, **kw)
+        plot = ax.plot
+
+        def record(xs, ys, *rest, **kw2):  # type: ignore[no-untyped-def]
+            drawn.append((list(xs), list(ys), kw2.get("label", "")))
+            return plot(xs, ys, *rest, **kw2)
+
+        ax.plot = record
+        return fig, ax
+
+    results = {"mode": "fgd", "policies": {"suanli": {"seeds": {0: {"allocation_curve": [(99.0, 95.0), (100.0, 96.0)]}}}},
+               "bounds": {"median_share_floor_pct": 3.5, "median_relaxed_floor_pct": 2.0}}
+    plots.plt.subplots = spy
+    try:
+        paths = plots.write_plots(results, tmp_path, published=None)
+    finally:
+        plots.plt.subplots = real
+    assert [p.name for p in paths] == ["allocation.png"] and paths[0].read_bytes()[:4] == b"\x89PNG"
+    floors = [(xs, ys) for xs, ys, label in drawn if "floor" in label]
+    assert floors == [([100], [96.5]), ([100], [98.0])]
