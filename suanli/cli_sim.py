@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,9 +79,19 @@ def load(trace: Path | None, cluster: Path | None, alibaba: Path | None, alibaba
     return Run("time", cl, jobs)
 
 
-def replace_submit(job: SimJob) -> SimJob:
-    from dataclasses import replace
+def compress(jobs: Sequence[SimJob], k: float) -> list[SimJob]:
+    """The jobs with submit times divided by `k` (> 0) from the first one's: the same work
+    arriving k× as densely, so the offered load is k× (a month-long trace that never queues
+    can be replayed at the load of a busy center). Durations and time limits are kept."""
+    if not k > 0 or k != k or k == float("inf"):
+        raise SimError(f"--time-scale must be a positive number, got {k}")
+    if not jobs:
+        return []
+    t0 = min(j.submit_time for j in jobs)
+    return [replace(j, submit_time=t0 + (j.submit_time - t0) / k) for j in jobs]
 
+
+def replace_submit(job: SimJob) -> SimJob:
     return replace(job, submit_time=0.0)
 
 
@@ -102,6 +114,8 @@ def simulate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full results as JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write PNG charts into this folder")] = None,
     bound: Annotated[bool, typer.Option("--bound", help="fgd mode: also the least any placement can leave unallocated")] = False,
+    time_scale: Annotated[float, typer.Option(help="time mode: submit times divided by this (arrivals K× as dense, "
+                                                   "durations kept: offered load × K)")] = 1.0,
 ) -> None:
     """Replay a workload through the live policy and baselines; report JCT, waits,
     utilization, fairness and (fgd mode) the allocation curve."""
@@ -116,6 +130,10 @@ def simulate_command(
             raise SimError("--cycle must be >= 0")
         if bound and run.mode != "fgd":
             raise SimError("--bound needs --mode fgd")
+        if time_scale != 1.0:
+            if run.mode != "time":
+                raise SimError("--time-scale needs --mode time")
+            run = replace(run, jobs=compress(run.jobs, time_scale))
         run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings, run.workload, cycle, bound)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
