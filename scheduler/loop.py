@@ -64,6 +64,7 @@ from scheduler.launcher import Launcher, LaunchError
 from scheduler.metrics import SchedulerMetrics
 from scheduler.leader import FencedDatabase, Lease, NotLeader, default_holder
 from scheduler.policy import decide
+from scheduler.policy.fragment import Workload
 from scheduler.reconciler import Reconciler
 from scheduler.recovery import RunnerDirectory, recover
 from scheduler.types import Decisions, Job, JobStatus, LaunchSpec, PolicyConfig, Snapshot, Start, Vendor, Wait
@@ -72,7 +73,7 @@ from suanli.db.engine import Database, savepoint
 from suanli.db.models import JobRow
 from suanli.db.store import jobs as job_store
 from suanli.db.store import tenancy
-from suanli.db.store.snapshot import Loaded, load_snapshot
+from suanli.db.store.snapshot import Loaded, load_snapshot, recent_workload
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,11 @@ class LoopConfig:
     # Ray's node table (dead engine nodes, `Reconciler.sweep_engine`) is read at most this
     # often while every server is up; 0: every cycle.
     engine_check_s: float = 2.0
+    # Fragmentation-aware placement (FGD less the scarcity penalty, the policy's "auto"
+    # placement) measures against the shapes of the jobs submitted this long ago or since,
+    # re-read every `workload_refresh_s`; 0: no target workload, best fit by free devices.
+    workload_window_s: float = 7 * 24 * 3600
+    workload_refresh_s: float = 600.0
     # Uploaded job code (`<code_dir>/<sha256>.zip`, suanli/code.py); None: `<jobs_dir>/../code`.
     code_dir: Path | None = None
 
@@ -169,6 +175,8 @@ class SchedulerLoop:
         self._written: dict[int, float] = {}  # pending job -> when its priority was last written
         self._metered_at: datetime | None = None
         self._leased_at: datetime | None = None
+        self._workload: Workload | None = None  # the target workload, as of `_workload_at`
+        self._workload_at: datetime | None = None
 
     def cycle(self) -> CycleReport:
         """One cycle if this loop leads (taking the lease if it can), else nothing."""
@@ -213,6 +221,12 @@ class SchedulerLoop:
         with self.db.begin() as s:  # load
             loaded = load_snapshot(s, now, self.config.policy, self.config.half_life_s, self.config.node_timeout_s)
             vendors = tenancy.accelerator_vendors(s)
+            if self.config.workload_window_s > 0 and (self._workload_at is None or not 0 <= (
+                    now - self._workload_at).total_seconds() < self.config.workload_refresh_s):
+                self._workload = recent_workload(s, now, self.config.workload_window_s)
+                self._workload_at = now
+        if self._workload is not None and self.config.workload_window_s > 0:
+            loaded = replace(loaded, snapshot=replace(loaded.snapshot, workload=self._workload))
         if self.reconciler.down:  # a server without a live Ray node cannot run anything
             snap = loaded.snapshot
             nodes = tuple(replace(n, schedulable=False) if n.name in self.reconciler.down else n for n in snap.nodes)

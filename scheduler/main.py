@@ -40,7 +40,8 @@ def loop_config(settings: Settings) -> LoopConfig:
                       meter_interval_s=settings.meter_interval_s, refund_center_faults=settings.refund_center_faults,
                       node_timeout_s=settings.node_heartbeat_timeout_s, node_lost_after_s=settings.node_lost_after_s,
                       lease_renew_s=settings.scheduler_lease_timeout_s / 3,
-                      lease_timeout_s=settings.scheduler_lease_timeout_s, code_dir=settings.code_dir)
+                      lease_timeout_s=settings.scheduler_lease_timeout_s, code_dir=settings.code_dir,
+                      workload_window_s=settings.placement_workload_window_s)
 
 
 def run(settings: Settings) -> None:

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     estimate_depth: int = Field(default=50, ge=0)
     # Preempt borrowing jobs so that orgs below their guarantee can start.
     reclaim: bool = True
+    # One-server jobs are placed where GPU fragmentation grows least for the shapes of the
+    # jobs submitted in this window (FGD less a scarcity penalty, docs/benchmarks.md); 0 turns
+    # it off (best fit by free devices).
+    placement_workload_window_s: float = Field(default=7 * 24 * 3600, ge=0)
 
     # Job limits.
     # Time limit applied when a spec gives none, and the longest accepted.

@@ -30,7 +30,9 @@ For each job, in that order:
    it. Over every accepted type; otherwise best fit by free devices, one rack for gangs,
    fractional packing (`capacity.py`). If several types can start it now, the
    cheapest for its org wins (then its preference order). Gangs get all their servers in
-   the same decision or none.
+   the same decision or none. The start's reason names the placement that chose it. (The
+   workload comes from the simulator's trace, or live from the jobs submitted lately:
+   `suanli.db.store.snapshot.recent_workload`.)
 3. Otherwise, if it may reclaim its guarantee (`reclaim.py`), the policy preempts the
    fewest borrowing jobs of other orgs needed and reserves the freed servers for it.
 4. Otherwise the first `backfill_depth` blocked jobs per type get a reservation (EASY);
@@ -76,6 +78,8 @@ from scheduler.types import (
 
 ROOT = "center"
 _NO_DEVICE = Resources((), 0)  # TypeCapacity.servers_for returns every server for it
+# How a start's placement was chosen, for its reason (`suanli describe`).
+PLACED_BY = {"bucket": "best fit", "fgd": "least fragmentation growth (FGD)"}
 
 
 def job_hold(job: JobRequest, price_fen_per_hour: int) -> int:
@@ -373,7 +377,9 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
         price, _, t, placements = min(options, key=lambda o: o[:2])
         st.commit(job, t, placements, price)
         where = ", ".join(f"{p.node}[{','.join(map(str, p.devices))}]" for p in placements)
-        return Start(job.id, t, placements, f"priority {prio.value:.3f} ({prio.explain()}) on {t}: {where}", prio, r.device_milli)
+        how = PLACED_BY.get(strategy if r.nodes == 1 else "bucket", strategy) + (" less scarcity" if scarce and r.nodes == 1 else "")
+        return Start(job.id, t, placements, f"priority {prio.value:.3f} ({prio.explain()}) on {t}: {where}, placed by {how}", prio,
+                     r.device_milli)
 
     if guaranteed and snap.config.reclaim:
         for t in types:

@@ -164,28 +164,25 @@ def test_loop_records_scheduler_metrics(tmp_path: Path) -> None:
     c.db.dispose()
 
 
-def test_program_subsidy_counter_sums_settled_runs(center) -> None:  # type: ignore[no-untyped-def]
+def test_program_subsidy_counter_sums_settled_runs(fresh) -> None:  # type: ignore[no-untyped-def]
     """Invariants (SQLite and PostgreSQL): suanli_program_subsidy_fen{program} is, per program,
     the sum of what its vouchers paid in every settled run (the runs' `programs` parts, a run
     paid by two programs counting for each), added up by the database's JSON functions and
-    equal to a Python sum over the same rows; a program no run used shows 0."""
-    from decimal import Decimal
-
+    equal to a Python sum over the same rows; a program no run used shows 0. (A database of
+    its own: the runs are written as rows, without the ledger moves other tests reconcile.)"""
     from sqlalchemy import select
 
     from suanli.db.models import BillingRunRow, ProgramRow
     from suanli.db.store import billing as billing_store
-    from tests.conftest import unique
     from tests.integration.test_cluster_api import cancel_pending, insert_job, new_type
+    from tests.integration.test_programs_api import create
 
-    now = datetime.now(UTC)
+    center = fresh
+    names = [create(center)["name"] for _ in range(3)]
     with center.db.begin() as s:
-        made = [ProgramRow(name=unique("prog"), budget_fen=10_000_000, rate=Decimal("0.5"), org_kinds=[], accelerator_types=[],
-                           valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30), created_at=now)
-                for _ in range(3)]
-        s.add_all(made)
-        s.flush()
-        p1, p2, p3 = (p.id for p in made)
+        ids = {p.name: p.id for p in s.scalars(select(ProgramRow))}
+    p1, p2, p3 = (ids[n] for n in names)
+    now = datetime.now(UTC)
     m = center.new_org()
     t = new_type(center)
     job_ids = [insert_job(center, m, t) for _ in range(2)]
@@ -204,10 +201,9 @@ def test_program_subsidy_counter_sums_settled_runs(center) -> None:  # type: ign
         for parts in s.scalars(select(BillingRunRow.programs)):
             for k, v in (parts or {}).items():
                 by_python[int(k)] = by_python.get(int(k), 0) + int(v)
-        names = {p.id: p.name for p in s.scalars(select(ProgramRow))}
     assert by_db == by_python
     assert (by_db[p1], by_db[p2], by_db.get(p3, 0)) == (750, 1234, 0)
     _center(center)._at = None  # noqa: SLF001 - a fresh read
     got = scrape(center)
-    for pid, name in names.items():
+    for name, pid in ids.items():
         assert one(got, "suanli_program_subsidy_fen_total", program=name) == by_db.get(pid, 0)
