@@ -17,6 +17,7 @@ from typing import Any
 
 from scheduler.policy import decide
 from scheduler.policy.fifo import decide as fifo_decide
+from scheduler.policy.fragment import Workload
 from scheduler.types import JobRequest, NodeView, Placement, PolicyConfig, Quota, Resources, RunningJob, ShareNode, Snapshot, project_key
 
 TYPES = ("nvidia-a100-80g", "ascend-910b")
@@ -83,6 +84,14 @@ def bench_scheduler(nodes: int = 1000, devices_per_node: int = 8, pending: int =
     started = {s.job_id for s in decisions.starts}
     fits = replace(empty, pending=tuple(j for j in empty.pending if j.id in started))
     place_s, placed = _best_of(lambda: decide(fits, 0.0), repeat)
+    # The live placement (FGD less the scarcity penalty) once the center has a history: the
+    # target workload is the pending jobs' own shapes, as `recent_workload` would read them.
+    workload = Workload.from_requests((j.resources.cpus_per_node, j.resources.device_milli, j.resources.devices_per_node,
+                                       j.resources.accelerator_types) for j in empty.pending)
+    empty_w = replace(empty, workload=workload)
+    cycle_w_s, decisions_w = _best_of(lambda: decide(empty_w, 0.0), repeat)
+    fits_w = replace(empty_w, pending=tuple(j for j in empty.pending if j.id in {s.job_id for s in decisions_w.starts}))
+    place_w_s, placed_w = _best_of(lambda: decide(fits_w, 0.0), repeat)
     floor_s, _ = _best_of(lambda: sorted(empty.pending, key=lambda j: (j.submitted_at, j.id)), repeat)
     fifo_s, fifo = _best_of(lambda: fifo_decide(empty, 0.0), repeat)
     return {
@@ -95,6 +104,9 @@ def bench_scheduler(nodes: int = 1000, devices_per_node: int = 8, pending: int =
         "placements_per_s": round(len(placed.starts) / place_s, 1) if place_s else None,
         "cycle_s": round(cycle_s, 4),
         "cycle_s_full_cluster": round(cycle_full_s, 4),
+        "placed_fgd": len(decisions_w.starts),
+        "placements_per_s_fgd": round(len(placed_w.starts) / place_w_s, 1) if place_w_s else None,
+        "cycle_s_fgd": round(cycle_w_s, 4),
         "baseline_fifo_cycle_s": round(fifo_s, 4),
         "baseline_fifo_placed": len(fifo.starts),
         "ratio_cycle_to_fifo": round(cycle_s / fifo_s, 2) if fifo_s else None,
