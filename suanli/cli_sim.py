@@ -57,12 +57,15 @@ def load(trace: Path | None, cluster: Path | None, alibaba: Path | None, alibaba
         pods = ali.read_pods(alibaba)
         cl = read_cluster(cluster) if cluster else alibaba_cluster(nodes, tenants)
         if mode == "fgd":
+            from scheduler.policy.fragment import SUANLI_CUT
             from scheduler.sim.run import workload_of
 
             total = sum(n.devices for n in nodes)
             arrivals = {seed: [pod_job(p, i + 1) for i, p in enumerate(ali.fgd_arrivals(pods, total, seed, tune))] for seed in seeds}
-            # The paper's target workload is the whole original pod list.
-            return Run("fgd", cl, arrivals_by_seed=arrivals, workload=workload_of(pod_job(p, i + 1) for i, p in enumerate(pods)))
+            # The paper's target workload is the whole original pod list (the suanli policy: all its shapes).
+            every = [pod_job(p, i + 1) for i, p in enumerate(pods)]
+            return Run("fgd", cl, arrivals_by_seed=arrivals, workload=workload_of(every),
+                       policy_workload=workload_of(every, SUANLI_CUT))
         jobs, _skipped = ali.pods_to_jobs(pods, tenants, tenant_seed)
         return Run("time", cl, jobs)
     if cluster is None:
@@ -134,7 +137,7 @@ def simulate_command(
             if run.mode != "time":
                 raise SimError("--time-scale needs --mode time")
             run = replace(run, jobs=compress(run.jobs, time_scale))
-        run = Run(run.mode, run.cluster, run.jobs, run.arrivals_by_seed, time_limit, settings, run.workload, cycle, bound)
+        run = replace(run, time_limit=time_limit, settings=settings, cycle_s=cycle, bounds=bound)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
             tasks: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from typing import Any
 
 from scheduler.policy import decide
 from scheduler.policy.fifo import decide as fifo_decide
-from scheduler.policy.fragment import Workload
+from scheduler.policy.fragment import PAPER_CUT, SUANLI_CUT, Workload
 from scheduler.sim.engine import Policy, Simulator
 from scheduler.sim.metrics import summarize, summarize_fgd
 from scheduler.sim.model import SimCluster, SimJob
@@ -112,17 +112,31 @@ class Run:
     time_limit: str = "overestimate:2"
     settings: dict[str, str] = dataclasses.field(default_factory=dict)
     # The typical workload for fragmentation-aware placement; default: the jobs' own shapes
-    # (the FGD paper uses the whole original pod list).
+    # (the FGD paper uses the whole original pod list), cut as the paper does (`PAPER_CUT`)
+    # for the FGD-family baselines ...
     workload: Workload | None = None
     # time mode: seconds between scheduling cycles (0: decide after every event batch).
     cycle_s: float = 0.0
     # fgd mode: also report the lower bounds of `scheduler.sim.bound` per seed.
     bounds: bool = False
+    # ... and every shape (`SUANLI_CUT`) for the suanli policy, as the live loop reads it.
+    policy_workload: Workload | None = None
 
 
-def workload_of(jobs: Iterable[SimJob]) -> Workload:
-    """The target workload (task shapes and popularity) of a list of jobs."""
-    return Workload.from_requests((j.cpu_milli, j.device_milli if j.devices else 0, j.devices, j.accelerators) for j in jobs)
+def workload_of(jobs: Iterable[SimJob], cut: float = PAPER_CUT) -> Workload:
+    """The target workload (task shapes and popularity) of a list of jobs: the most common
+    shapes covering `cut` of them."""
+    return Workload.from_requests(((j.cpu_milli, j.device_milli if j.devices else 0, j.devices, j.accelerators) for j in jobs),
+                                  threshold=cut)
+
+
+def workload_for(policy: str, run: Run, jobs: Sequence[SimJob]) -> Workload:
+    """The target workload a policy places against: the suanli policy every shape (as the live
+    loop reads it: `run.policy_workload`, else all of `jobs`' shapes), the FGD-family
+    baselines the paper's cut (`run.workload`, else `jobs`' most common shapes)."""
+    if policy == "suanli":
+        return run.policy_workload or workload_of(jobs, SUANLI_CUT)
+    return run.workload or workload_of(jobs, PAPER_CUT)
 
 
 def tie_rank(cluster: SimCluster, seed: int) -> dict[str, int]:
@@ -141,16 +155,15 @@ def simulate(run: Run, policies: Sequence[str], progress: Callable[[str, int, in
         limit(j)
     for name in policies:
         policy, cluster = policy_for(name, run.cluster, run.settings)
-        workload = run.workload
         if run.mode == "time":
-            sim = Simulator(cluster, policy, limit, workload or workload_of(run.jobs))
+            sim = Simulator(cluster, policy, limit, workload_for(name, run, run.jobs))
             total = len(run.jobs)
             cb = (lambda done, n=name, k=total: progress(n, done, k)) if progress else None
             out["policies"][name] = summarize(sim.run(run.jobs, progress=cb, cycle_s=run.cycle_s), cluster)
         elif run.mode == "fgd":
             per_seed = {}
             for seed, arrivals in sorted((run.arrivals_by_seed or {}).items()):
-                sim = Simulator(cluster, policy, limit, workload or workload_of(arrivals), tie_rank(cluster, seed))
+                sim = Simulator(cluster, policy, limit, workload_for(name, run, arrivals), tie_rank(cluster, seed))
                 per_seed[seed] = summarize_fgd(sim.run_fgd(arrivals))
                 if progress:
                     progress(name, len(per_seed), len(run.arrivals_by_seed or {}))

@@ -202,3 +202,19 @@ def test_slurm_like_baseline_has_no_shortness_factor() -> None:
     assert cl.policy.weight_shortness == 0 and cl.policy.fairshare == "classic"
     _, cl = policy_for("suanli", one_server(), {})
     assert cl.policy.weight_shortness > 0
+
+
+def test_suanli_places_against_every_shape_the_baselines_against_the_papers_cut() -> None:
+    """Invariants: the suanli policy's target workload keeps every shape (a rare 8-GPU shape
+    too: the big jobs its scarcity penalty guards), the FGD-family baselines keep the paper's
+    most common 95 %; a workload given to the run is used as given."""
+    from scheduler.policy.fragment import Workload
+    from scheduler.sim.run import workload_for
+
+    jobs = [job(i, 0, 10, 1) for i in range(1, 21)] + [job(21, 0, 10, 8)]
+    run = Run("fgd", one_server())
+    assert sorted(s.num_gpu for s in workload_for("suanli", run, jobs).shapes) == [1, 8]
+    assert [s.num_gpu for s in workload_for("fgd", run, jobs).shapes] == [1]  # 20/21 >= 95 %
+    given = Workload.from_requests([(1, 1000, 2, ())])
+    assert workload_for("suanli", Run("fgd", one_server(), policy_workload=given), jobs) is given
+    assert workload_for("bestfit", Run("fgd", one_server(), workload=given), jobs) is given

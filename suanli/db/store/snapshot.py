@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from quota.types import Wallet, org_cash
 from quota.usage import Accumulator, run_usage
-from scheduler.policy.fragment import Workload
+from scheduler.policy.fragment import SUANLI_CUT, Workload
 from scheduler.types import (
     ACTIVE,
     JobRequest,
@@ -189,11 +189,13 @@ def recent_workload(s: Session, now: datetime, window_s: float, limit: int = 20_
     """The center's target workload for fragmentation-aware placement: the per-server shapes
     (CPUs, per-device share, devices, accepted types) of the jobs submitted in the last
     `window_s` seconds, at most the `limit` newest, counted into popularity as the FGD paper's
-    typical pods (`Workload.from_requests`: the most common shapes covering 95 %). None when
-    no job was submitted in the window (the policy then places by best fit)."""
+    typical pods (`Workload.from_requests`), every shape kept (`SUANLI_CUT`: the rare ones are
+    the big jobs). None when no job was submitted in the window (the policy then places by
+    best fit)."""
     since = datetime.fromtimestamp(now.timestamp() - window_s, tz=now.tzinfo)
     rows = s.execute(select(JobRow.cpus_per_node, JobRow.device_milli, JobRow.devices_per_node, JobRow.accelerator_types)
                      .where(JobRow.submitted_at >= since).order_by(JobRow.submitted_at.desc()).limit(limit)).all()
     if not rows:
         return None
-    return Workload.from_requests((cpus, milli if devices else 0, devices, tuple(types or ())) for cpus, milli, devices, types in rows)
+    return Workload.from_requests(((cpus, milli if devices else 0, devices, tuple(types or ())) for cpus, milli, devices, types in rows),
+                                  threshold=SUANLI_CUT)
