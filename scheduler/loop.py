@@ -225,7 +225,7 @@ class SchedulerLoop:
                     now - self._workload_at).total_seconds() < self.config.workload_refresh_s):
                 self._workload = recent_workload(s, now, self.config.workload_window_s)
                 self._workload_at = now
-        if self._workload is not None and self.config.workload_window_s > 0:
+        if self._workload is not None:  # (never read with workload_window_s 0)
             loaded = replace(loaded, snapshot=replace(loaded.snapshot, workload=self._workload))
         if self.reconciler.down:  # a server without a live Ray node cannot run anything
             snap = loaded.snapshot

@@ -86,7 +86,7 @@ def compress(jobs: Sequence[SimJob], k: float) -> list[SimJob]:
     """The jobs with submit times divided by `k` (> 0) from the first one's: the same work
     arriving k× as densely, so the offered load is k× (a month-long trace that never queues
     can be replayed at the load of a busy center). Durations and time limits are kept."""
-    if not k > 0 or k != k or k == float("inf"):
+    if not 0 < k < float("inf"):  # (NaN too)
         raise SimError(f"--time-scale must be a positive number, got {k}")
     if not jobs:
         return []

@@ -365,10 +365,12 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
     if strategy == "auto":
         strategy = "fgd" if snap.workload is not None else "bucket"
     if strategy != "bucket" and r.nodes == 1:
+        how = PLACED_BY.get(strategy, strategy) + (" less scarcity" if scarce else "")
         scored = _place_scored(st, job, types, ends, strategy, scarce)
         if scored is not None:
             options.append((prices[scored[0]], 0, *scored))
     else:
+        how = PLACED_BY["bucket"]
         for order, t in enumerate(types):
             placements = st.caps[t].place(r, st.veto(t, ends))
             if placements is not None:
@@ -377,7 +379,6 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
         price, _, t, placements = min(options, key=lambda o: o[:2])
         st.commit(job, t, placements, price)
         where = ", ".join(f"{p.node}[{','.join(map(str, p.devices))}]" for p in placements)
-        how = PLACED_BY.get(strategy if r.nodes == 1 else "bucket", strategy) + (" less scarcity" if scarce and r.nodes == 1 else "")
         return Start(job.id, t, placements, f"priority {prio.value:.3f} ({prio.explain()}) on {t}: {where}, placed by {how}", prio,
                      r.device_milli)
 

@@ -87,19 +87,7 @@ from typing import Union
 import numpy as np
 
 from scheduler.policy.capacity import NodeCap
-from scheduler.policy.fragment import (  # noqa: F401  (TaskShape, Workload, fragmentation*: re-exported for callers)
-    MILLI,
-    TaskShape,
-    Workload,
-    _allowed_rows,
-    _Arrays,
-    _Compiled,
-    _fit_tables,
-    _satisfied,
-    cluster_fragmentation,
-    fragmentation,
-    fragmentations,
-)
+from scheduler.policy.fragment import MILLI, Workload, _allowed_rows, _Arrays, _Compiled, _fit_tables, _satisfied
 from scheduler.types import Resources
 
 MAX_SPEC_CPU = 128_000  # the reference's normaliser for CPU (milli-cores)

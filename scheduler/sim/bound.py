@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linprog
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, vstack
 
 from scheduler.sim.model import SimJob
 
@@ -69,9 +69,9 @@ def arrived_at_100(arrivals: Iterable[SimJob], total_devices: int) -> list[SimJo
     return out
 
 
-def _sizes(jobs: Sequence[SimJob]) -> tuple[Counter[int], int]:
+def _pieces(jobs: Sequence[SimJob]) -> Counter[int]:
     """Per-device pieces in thousandths: a share pod is one piece of its share, a k-GPU pod k
-    pieces of 1000 on every node it spans; CPU-only pods none. Also their summed size."""
+    pieces of 1000 on every node it spans; CPU-only pods none."""
     pieces: Counter[int] = Counter()
     for j in jobs:
         if j.devices <= 0:
@@ -80,7 +80,7 @@ def _sizes(jobs: Sequence[SimJob]) -> tuple[Counter[int], int]:
             pieces[j.device_milli] += 1
         else:
             pieces[MILLI] += j.devices * j.nodes
-    return pieces, sum(s * n for s, n in pieces.items())
+    return pieces
 
 
 class _ArcFlow:
@@ -143,8 +143,6 @@ def max_fill(pieces: Counter[int], devices: int) -> float:
     c[:net.z] = -(net.placed.T @ np.array(net.sizes, dtype=float))[: net.z]
     cap = np.zeros((1, net.z + 1))
     cap[0, net.z] = 1.0
-    from scipy.sparse import vstack
-
     a_ub = vstack([net.placed, coo_matrix(cap)]).tocsr()
     b_ub = np.array([pieces[s] for s in net.sizes] + [devices], dtype=float)
     return -_solve(c, net, a_ub, b_ub)
@@ -153,7 +151,7 @@ def max_fill(pieces: Counter[int], devices: int) -> float:
 def fgd_bounds(arrivals: Iterable[SimJob], total_devices: int) -> Bounds:
     """Both floors (module docstring) for one seed's arrivals on a cluster of `total_devices`."""
     jobs = arrived_at_100(arrivals, total_devices)
-    pieces, _ = _sizes(jobs)
+    pieces = _pieces(jobs)
     shares = Counter({s: n for s, n in pieces.items() if s < MILLI})
     capacity = MILLI * total_devices
     k = min_share_devices(shares)

@@ -113,14 +113,14 @@ class Run:
     settings: dict[str, str] = dataclasses.field(default_factory=dict)
     # The typical workload for fragmentation-aware placement; default: the jobs' own shapes
     # (the FGD paper uses the whole original pod list), cut as the paper does (`PAPER_CUT`)
-    # for the FGD-family baselines ...
+    # for the FGD-family baselines, every shape (`SUANLI_CUT`) for the suanli policy, as
+    # the live loop reads it (`workload_for`).
     workload: Workload | None = None
+    policy_workload: Workload | None = None
     # time mode: seconds between scheduling cycles (0: decide after every event batch).
     cycle_s: float = 0.0
     # fgd mode: also report the lower bounds of `scheduler.sim.bound` per seed.
     bounds: bool = False
-    # ... and every shape (`SUANLI_CUT`) for the suanli policy, as the live loop reads it.
-    policy_workload: Workload | None = None
 
 
 def workload_of(jobs: Iterable[SimJob], cut: float = PAPER_CUT) -> Workload:

@@ -306,10 +306,10 @@ def test_with_a_target_workload_one_server_jobs_go_where_fragmentation_grows_lea
     `placement=bucket` keeps best fit by free devices."""
     from dataclasses import replace
 
-    from scheduler.policy import capacity, scarcity, scoring
+    from scheduler.policy import capacity, fragment, scarcity, scoring
 
     nodes = [make_node("a", used=(0, 1, 2, 3, 4, 5)), make_node("b", used=(0,)), make_node("n", B910, used=(0, 1, 2))]
-    workload = scoring.Workload.from_requests([(1, 1000, 2, ())] * 5 + [(1, 1000, 4, ())] * 5)
+    workload = fragment.Workload.from_requests([(1, 1000, 2, ())] * 5 + [(1, 1000, 4, ())] * 5)
     job = make_job(1, 2, types=(A100, B910))
     snap = make_snapshot(nodes, [job], workload=workload)
     start = decide(snap, NOW).starts[0]

@@ -26,7 +26,8 @@ import pytest
 from scheduler.policy import capacity, decide
 from scheduler.policy.capacity import NodeCap
 from scheduler.policy.scarcity import LiveShapeFits, ShapeFits
-from scheduler.policy.scoring import SCARCITY_WEIGHT, TaskShape, Workload, choose, node_scores
+from scheduler.policy.fragment import TaskShape, Workload
+from scheduler.policy.scoring import SCARCITY_WEIGHT, choose, node_scores
 from scheduler.sim.engine import Simulator
 from scheduler.sim.model import SimCluster, SimJob, SimServer
 from scheduler.sim.run import workload_of
