@@ -265,6 +265,11 @@ class Snapshot:
     # producer as `capacity` is, so a decision need not count the cluster for the scarcity
     # penalty; when absent the policy counts itself, with the same result. Only read.
     shape_fits: Any | None = None
+    # Optional, only with `capacity`: every server of `capacity` as numpy columns for
+    # score-based placement (policy.fragment.ServerColumns), told of every change by the
+    # producer, so a decision copies them instead of building them; when absent the policy
+    # builds its own, with the same result. Only read (a decision works on a copy).
+    columns: Any | None = None
     # Orgs whose jobs must not start (suspended or not verified), name -> status.
     inactive_orgs: dict[str, str] = field(default_factory=dict)
 

@@ -115,6 +115,16 @@ class TypeCapacity:
         need = r.devices_per_node if not r.fractional else 1
         return len(self.device_counts) >= r.nodes and self.device_counts[r.nodes - 1] >= need
 
+    def may_fit(self, r: Resources) -> bool:
+        """Whether some server has the devices one server's share of `r` needs now (CPU and
+        memory not checked): the cheap test before scoring every server."""
+        if r.devices_per_node == 0:
+            return bool(self.nodes)
+        if r.fractional and self.shared and self.shared[-1][0] >= r.device_milli:
+            return True
+        need = 1 if r.fractional else r.devices_per_node
+        return any(self.buckets[k] for k in range(need, self.max_devices + 1))
+
     def candidates(self, whole: int) -> Iterator[NodeCap]:
         """Servers with at least `whole` free devices, best fit first."""
         for k in range(max(whole, 0), self.max_devices + 1):
@@ -160,10 +170,13 @@ class TypeCapacity:
         d = r.devices_per_node
         by_rack: dict[str, list[NodeCap]] = defaultdict(list)
         count = 0
-        for node in self.candidates(d):
-            if node.fits(r, d) and not (veto and veto(node.name, d)):
-                by_rack[node.rack].append(node)
-                count += 1
+        cpus, mem, nodes = r.cpus_per_node, r.memory_mb_per_node, self.nodes
+        for k in range(d, self.max_devices + 1):  # = candidates(d), with `fits` inlined (the hot loop)
+            for name in self.buckets[k]:
+                node = nodes[name]
+                if node.cpus >= cpus and node.memory_mb >= mem and not (veto and veto(name, d)):
+                    by_rack[node.rack].append(node)
+                    count += 1
         if count < r.nodes:
             return None
         # One rack if any can hold the whole job: the one whose chosen servers fit best.

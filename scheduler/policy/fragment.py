@@ -22,6 +22,11 @@ The FGD score (`scoring.py`) uses F_before - F_after = dG*P - (H_before - H_afte
 integers up to the last product, so an unchanged node scores exactly 50. Per call this is a handful of
 (N x ~30) array operations; the per-type "allowed" rows are cached on the Workload.
 
+Within a decision (and in the simulator, across decisions) `ServerColumns` keeps those columns
+and tables for every server and patches only the rows of the servers a start or an end
+changed: building them is a Python pass over the servers, which had cost more than the
+scoring itself when done per job (`suanli bench scheduler`, docs/benchmarks.md).
+
 Invariants: pure arithmetic on the NodeCap values given (no I/O, no clock, no randomness);
 `fragmentations` is, node by node, the sum over shapes of p_m times the free thousandths m
 cannot use (worked examples in tests/unit/test_scoring.py).
@@ -30,13 +35,14 @@ cannot use (worked examples in tests/unit/test_scoring.py).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
 import numpy as np
 
 from scheduler.policy.capacity import NodeCap
+from scheduler.types import Resources
 
 MILLI = 1000
 # How much of a workload's requests its shapes must cover (`Workload.from_requests`): the FGD
@@ -145,14 +151,23 @@ class _Compiled:
 
 # ---------------------------------------------------------------------------- node arrays
 
+# FGD's per-node tables for one workload: (W, fit counts N x U, fit sums N x U, allowed N x M,
+# satisfied H N x M) — what `_fgd` would compute from the columns (see the module docstring).
+_Tables = tuple  # (_Compiled, np.ndarray, np.ndarray, np.ndarray, np.ndarray)
+
 
 class _Arrays:
     """Column arrays of a list of NodeCap (positions = list positions)."""
 
-    __slots__ = ("nodes", "cpu", "mem", "nfree", "count", "sn", "sv", "sd", "_gfree")
+    __slots__ = ("nodes", "cpu", "mem", "nfree", "count", "sn", "sv", "sd", "_gfree", "type_names", "tcode", "tables", "tie")
 
     def __init__(self, nodes: Sequence[NodeCap]) -> None:
         self.nodes = nodes
+        # Where a producer knows them: the types present and each row's index into them.
+        self.type_names: list[str] | None = None
+        self.tcode: np.ndarray | None = None
+        self.tables: _Tables | None = None  # FGD's per-node tables, when a producer keeps them
+        self.tie: np.ndarray | None = None  # each row's place in the tie order, when known
         self.cpu = np.array(list(map(_get_cpus, nodes)), dtype=np.int64)
         self.mem = np.array(list(map(_get_mem, nodes)), dtype=np.int64)
         self.nfree = np.array(list(map(len, map(_get_free, nodes))), dtype=np.int64)
@@ -173,16 +188,26 @@ class _Arrays:
         self.count = None
         self._gfree = None
 
-    def subset(self, idx: np.ndarray) -> _Arrays:
+    def subset(self, idx: np.ndarray, shares: bool = True) -> _Arrays:
+        """The rows `idx`; without `shares` the partly used devices are left out (sn, sv, sd
+        None: for FGD with kept tables and a request that takes no share of a device)."""
         out = _Arrays.__new__(_Arrays)
-        out.nodes = [self.nodes[i] for i in idx]
+        nodes = self.nodes
+        out.nodes = nodes[idx] if isinstance(nodes, np.ndarray) else [nodes[i] for i in idx]
+        out.type_names = self.type_names
+        out.tcode = None if self.tcode is None else self.tcode[idx]
+        out.tables = None if self.tables is None else (self.tables[0], *(t[idx] for t in self.tables[1:]))
+        out.tie = None if self.tie is None else self.tie[idx]
         out.cpu, out.mem, out.nfree = self.cpu[idx], self.mem[idx], self.nfree[idx]
+        out.count = None if self.count is None else self.count[idx]
+        out._gfree = None
+        if not shares:
+            out.sn = out.sv = out.sd = None
+            return out
         pos = np.full(len(self.nodes), -1, dtype=np.int64)
         pos[idx] = np.arange(len(idx))
         keep = pos[self.sn] >= 0 if len(self.sn) else np.zeros(0, dtype=bool)
         out.sn, out.sv, out.sd = pos[self.sn[keep]], self.sv[keep], self.sd[keep]
-        out.count = None
-        out._gfree = None
         return out
 
     @property
@@ -209,6 +234,144 @@ class _Arrays:
         return out
 
 
+class ServerColumns:
+    """The `_Arrays` of every server of a decision's capacity indexes (type ->
+    `capacity.TypeCapacity`), kept for one decision: built once, then patched row by row for
+    the servers a start changed, so scoring a job costs numpy work over the servers, not a
+    Python pass building the columns. Given a workload, FGD's per-node tables (`_Tables`) are
+    kept the same way. Rows carry their type (`tcode`), so a job's accepted types are a mask.
+
+    Invariant: after `changed(name)` for every server changed since the last `arrays()`,
+    `arrays(W)` holds the same rows (and tables) as `_Arrays` built afresh from the servers in
+    this object's fixed order (row order does not matter to the scores: ties go by rank or
+    name). The `_Arrays` returned is valid until the next `changed` (patched in place)."""
+
+    def __init__(self, caps, rank: Mapping[str, int] | None = None) -> None:  # type: ignore[no-untyped-def]
+        self._caps = caps
+        self.rank = rank  # the tie order of equal scores (server -> rank; None: by name)
+        self.type_names = sorted(caps)
+        per_type = [caps[t].servers_for(Resources((), 0)) for t in self.type_names]  # every server (fast on a fork)
+        nodes = [n for ns in per_type for n in ns]
+        n = len(nodes)
+        self.index = {node.name: i for i, node in enumerate(nodes)}
+        self.nodes = np.empty(n, dtype=object)
+        self.nodes[:] = nodes
+        self.tcode = np.repeat(np.arange(len(per_type), dtype=np.intp), [len(ns) for ns in per_type])
+        # Each row's place in the order ties are broken by (smallest rank, then name).
+        names = [x.name for x in nodes]
+        order = sorted(range(n), key=(lambda i: names[i]) if rank is None else (lambda i: (rank[names[i]], names[i])))
+        self.tie = np.empty(n, dtype=np.int64)
+        self.tie[order] = np.arange(n)
+        width = max([x.device_count for x in nodes] + [d + 1 for x in nodes for d in x.shared] + [1])
+        self.cpu = np.fromiter(map(_get_cpus, nodes), dtype=np.int64, count=n)
+        self.mem = np.fromiter(map(_get_mem, nodes), dtype=np.int64, count=n)
+        self.nfree = np.fromiter(map(len, map(_get_free, nodes)), dtype=np.int64, count=n)
+        self.count = np.fromiter(map(_get_count, nodes), dtype=np.int64, count=n)
+        self.share = np.zeros((n, width), dtype=np.int64)  # free thousandths of partly used devices
+        for i, node in enumerate(nodes):
+            self._shares(i, node)
+        self._dirty: set[str] = set()
+        self._arrays: _Arrays | None = None
+        self._share_changed = True
+        self._tables: _Tables | None = None
+
+    @property
+    def capacity(self):  # type: ignore[no-untyped-def]
+        """The capacity indexes (type -> TypeCapacity) these columns describe."""
+        return self._caps
+
+    def fork(self, caps, W: _Compiled | None = None) -> ServerColumns:  # type: ignore[no-untyped-def]
+        """A copy to decide on over `caps` (a decision's forks of the capacity these columns
+        keep): the changes told so far applied here first (and FGD's tables for `W` made),
+        then the columns copied at C speed; the decision's own changes patch only the copy."""
+        self.arrays(W)
+        c = ServerColumns.__new__(ServerColumns)
+        c._caps, c.type_names, c.index, c.tcode, c.count = caps, self.type_names, self.index, self.tcode, self.count
+        c.rank, c.tie = self.rank, self.tie
+        c.nodes, c.cpu, c.mem, c.nfree, c.share = (x.copy() for x in (self.nodes, self.cpu, self.mem, self.nfree, self.share))
+        c._dirty, c._arrays, c._share_changed = set(), None, True
+        c._tables = None
+        if self._tables is not None:  # "allowed" never changes: shared
+            Wt, cnt, fit, allowed, hb = self._tables
+            c._tables = (Wt, cnt.copy(), fit.copy(), allowed, hb.copy())
+        return c
+
+    def rows_of(self, types: Sequence[str]) -> np.ndarray | None:
+        """Bool mask of the rows of these types (None: every row)."""
+        codes = [self.type_names.index(t) for t in types if t in self._caps]
+        if len(codes) == len(self.type_names):
+            return None
+        if len(codes) == 1:
+            return self.tcode == codes[0]
+        return np.isin(self.tcode, codes)
+
+    def _shares(self, i: int, node: NodeCap) -> None:
+        row = self.share[i]
+        if not node.shared and not row.any():  # no partly used device before or after
+            return
+        self._share_changed = True
+        row[:] = 0
+        for d, v in node.shared.items():
+            if d >= len(row):  # a device index past every server's count: widen once
+                self.share = np.pad(self.share, ((0, 0), (0, d + 1 - len(row))))
+                row = self.share[i]
+            row[d] = min(v, MILLI) if v > 0 else 0
+
+    def changed(self, name: str) -> None:
+        """Server `name` changed (a start on it): re-read it when next asked."""
+        self._dirty.add(name)
+
+    def arrays(self, W: _Compiled | None = None) -> _Arrays:
+        """The columns now; with `W`, FGD's tables for that workload attached."""
+        if self._dirty:
+            rows = sorted(self.index[name] for name in self._dirty)
+            self._dirty.clear()
+            for i in rows:
+                old = self.nodes[i]
+                node = self._caps[old.type].nodes[old.name]  # a fork copies a server on its first change
+                self.nodes[i] = node
+                self.cpu[i], self.mem[i], self.nfree[i] = node.cpus, node.memory_mb, len(node.free)
+                self._shares(i, node)
+                if self._tables is not None:  # recompute the changed servers' rows only
+                    self._patch_tables(i)
+        a = self._columns()
+        if W is not None and len(W.c) and (self._tables is None or self._tables[0] is not W):
+            cnt, fit = _fit_tables(a, W)
+            allowed = _allowed_rows(a, W)
+            self._tables = (W, cnt, fit, allowed, _satisfied(allowed, a.cpu, cnt, fit, W))
+        a.tables = self._tables if W is not None and self._tables is not None and self._tables[0] is W else None
+        return a
+
+    def _patch_tables(self, i: int) -> None:
+        """Row i of the tables, as `_fit_tables` and `_satisfied` would give it, in plain Python
+        (one server: numpy's per-call overhead would cost more than the arithmetic)."""
+        W, cnt, fit, allowed, hb = self._tables  # type: ignore[misc]
+        nfree, cpu = int(self.nfree[i]), int(self.cpu[i])
+        shares = [v for v in self.share[i].tolist() if v > 0]
+        thresholds = W.thresholds.tolist()
+        c_row = [nfree + sum(v >= g for v in shares) for g in thresholds]
+        f_row = [MILLI * nfree + sum(v for v in shares if v >= g) for g in thresholds]
+        cnt[i], fit[i] = c_row, f_row
+        ok = allowed[i].tolist()
+        hb[i] = [f_row[u] if ok[m] and cpu >= c and c_row[u] >= k else 0
+                 for m, (c, k, u) in enumerate(zip(W.c.tolist(), W.k.tolist(), W.u.tolist()))]
+
+    def _columns(self) -> _Arrays:
+        """One `_Arrays` over the kept columns (they are patched in place); its flattened
+        shares are re-read only when a partly used device changed."""
+        a = self._arrays
+        if a is None:
+            a = self._arrays = _Arrays.__new__(_Arrays)
+            a.nodes, a.cpu, a.mem, a.nfree, a.count = self.nodes, self.cpu, self.mem, self.nfree, self.count
+            a.type_names, a.tcode, a.tables, a.tie = self.type_names, self.tcode, None, self.tie
+        if self._share_changed:
+            a.sn, a.sd = np.nonzero(self.share)
+            a.sv = self.share[a.sn, a.sd]
+            self._share_changed = False
+        a._gfree = None
+        return a
+
+
 # ---------------------------------------------------------------------------- fragmentation
 
 
@@ -227,6 +390,8 @@ def _fit_tables(a: _Arrays, W: _Compiled) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _allowed_rows(a: _Arrays, W: _Compiled) -> np.ndarray:
+    if a.tcode is not None and a.type_names is not None:
+        return np.stack([W.allowed(t) for t in a.type_names])[a.tcode] if a.type_names else np.zeros((0, len(W.c)), bool)
     types = list(map(_get_type, a.nodes))
     distinct = set(types)
     if len(distinct) == 1:

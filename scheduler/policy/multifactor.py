@@ -56,7 +56,7 @@ import numpy as np
 from quota.ledger import hold_fen
 from quota.types import Split, VoucherBalance
 from quota.vouchers import hold_split
-from scheduler.policy import capacity, scarcity, scoring
+from scheduler.policy import capacity, fragment, scarcity, scoring
 from scheduler.policy.backfill import Estimator, Reservation, Timeline
 from scheduler.policy.fairshare import classic, fair_tree
 from scheduler.policy.priority import job_priority
@@ -119,6 +119,8 @@ class _State:
         self._borrowers: set[int] | None = None
         self._rank: dict[int, float] | None = None
         self._fits: scarcity.ShapeFits | None = None
+        self._columns: fragment.ServerColumns | None = None
+        self._changed: list[str] = []  # servers started on before the columns were made
         # The producer's counts (Snapshot.shape_fits), if they describe this capacity and
         # workload and the scarcity penalty may need them (placement "auto").
         live = snap.shape_fits
@@ -173,6 +175,23 @@ class _State:
                 self._fits = scarcity.ShapeFits(self.snap.workload, every)
         return self._fits.counts
 
+    def columns(self, W=None) -> fragment.ServerColumns:  # type: ignore[no-untyped-def]
+        """Every server as numpy columns for score-based placement (with FGD's tables for the
+        compiled workload W), on first use in this decision: a copy of the producer's
+        (`Snapshot.columns`) with this decision's starts so far applied, or built afresh;
+        then `commit` tells them which servers each start changed."""
+        if self._columns is None:
+            live = self.snap.columns
+            if (live is not None and self.snap.capacity is not None and live.capacity is self.snap.capacity
+                    and live.rank is self.snap.tie_rank):
+                self._columns = live.fork(self.caps, W)
+                for name in self._changed:
+                    self._columns.changed(name)
+            else:
+                self._columns = fragment.ServerColumns(self.caps, self.snap.tie_rank)
+            self._changed = []
+        return self._columns
+
     def guarantee_room(self, job: JobRequest, t: str) -> bool:
         """Whether the job fits inside its org's guarantee, or its pool's, on type t."""
         m = job.resources.total_milli
@@ -220,6 +239,11 @@ class _State:
             for p in placements:
                 fits.remove(self.caps[t].nodes[p.node])
         self.caps[t].take(placements, r)
+        for p in placements:
+            if self._columns is not None:
+                self._columns.changed(p.node)
+            else:
+                self._changed.append(p.node)
         if fits is not None:
             for p in placements:
                 fits.add(self.caps[t].nodes[p.node])
@@ -312,15 +336,17 @@ def _place_scored(st: _State, job: JobRequest, types: list[str], ends: float,
     server of every accepted type at once, refusing what would delay a reservation; with
     `scarce` (fgd only) less the scarcity penalty, counted over every server of `st.caps`."""
     r = job.resources
+    types = [t for t in types if st.caps[t].may_fit(r)]
+    if not types:
+        return None
     whole = 0 if r.devices_per_node == 0 else (1 if r.fractional else r.devices_per_node)
-    cands = []
-    for t in types:
-        veto = st.veto(t, ends)
-        nodes = st.caps[t].servers_for(r)
-        cands.extend(nodes if veto is None else [n for n in nodes if not veto(n.name, whole)])
+    vetoes = {t: v for t in types if (v := st.veto(t, ends)) is not None}
+    veto = (lambda n: n.type in vetoes and vetoes[n.type](n.name, whole)) if vetoes else None
     seed = (hash((job.id, job.submitted_at)) & 0x7FFFFFFF) if strategy == "random" else 0
-    chosen = scoring.choose(strategy, r, cands, st.snap.workload, seed, rank=st.snap.tie_rank,
-                            scarcity=st.shape_fits if scarce else None)
+    W = st.snap.workload._compiled if strategy == "fgd" and st.snap.workload is not None else None  # type: ignore[attr-defined]
+    cols = st.columns(W)
+    chosen = scoring.choose_among(strategy, r, cols.arrays(W), st.snap.workload, seed, rank=st.snap.tie_rank,
+                                  scarcity=st.shape_fits if scarce else None, veto=veto, rows=cols.rows_of(types))
     if chosen is None:
         return None
     node, devices = chosen

@@ -4,7 +4,9 @@ Reimplemented (no code copied) from the authors' simulator, hkust-adsl/kubernete
 simulator (Apache-2.0), as configured by its `experiments/run_scripts/generate_run_scripts.py`:
 every policy is one score plugin of weight 1000 behind kube-scheduler's filters; the GPU of a
 fractional pod is picked by the `Open-Gpu-Share` reserve step. `choose(strategy, r, candidates,
-workload, seed)` returns the server and device indices for one single-server request, or None.
+workload, seed)` returns the server and device indices for one single-server request, or None;
+`choose_among` makes the same choice over servers already in columns (`fragment.ServerColumns`,
+kept across a decision), with the job's types as a row mask and a backfill veto.
 
 Units: CPU in milli-cores (`r.cpus_per_node` and `NodeCap.cpus` are compared directly; the
 score formulas normalise by the reference's `MaxSpecCpu` = 128,000), memory in MiB, GPU in
@@ -229,6 +231,8 @@ def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int, exact: bool
     P = W.total_weight
     if len(W.c) == 0:  # no GPU shape: F = P * G, only the GPU taken matters
         cnt = fit = allowed = h_before = None
+    elif a.tables is not None and a.tables[0] is W:  # kept across the decision (fragment.TypeColumns)
+        _, cnt, fit, allowed, h_before = a.tables
     else:
         cnt, fit = _fit_tables(a, W)
         allowed = _allowed_rows(a, W)
@@ -286,11 +290,16 @@ def _tie_key(nodes: Sequence[NodeCap], rank: Mapping[str, int] | None):  # type:
     return lambda i: (rank[nodes[i].name], nodes[i].name)
 
 
-def _pick(scores: np.ndarray, nodes: Sequence[NodeCap], rank: Mapping[str, int] | None) -> int:
-    """The best score; among equals the smallest rank (or name), as the reference's selectHost."""
-    tied = np.flatnonzero(scores == scores.max()).tolist()
+def _pick(scores: np.ndarray, nodes: Sequence[NodeCap], rank: Mapping[str, int] | None,
+          tie: np.ndarray | None = None) -> int:
+    """The best score; among equals the smallest rank (or name), as the reference's selectHost
+    (`tie`, where the columns carry it: each row's place in that order, precomputed)."""
+    tied = np.flatnonzero(scores == scores.max())
     if len(tied) == 1:
-        return tied[0]
+        return int(tied[0])
+    if tie is not None:
+        return int(tied[np.argmin(tie[tied])])
+    tied = tied.tolist()
     names = [nodes[i].name for i in tied]
     if rank is None:
         return tied[names.index(min(names))]
@@ -342,21 +351,35 @@ def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload:
     (`fgd` only) turns on the scarcity penalty: it returns C_m per GPU shape of `workload`
     (`scarcity.ShapeFits.counts` over the whole cluster) and is called only if the penalty could change
     the choice (some candidate fits and a best FGD placement loses a shape)."""
+    nodes = candidates if isinstance(candidates, list) else list(candidates)
+    return choose_among(strategy, r, _Arrays(nodes), workload, seed, rank=rank, affinity=affinity, scarcity=scarcity)
+
+
+def choose_among(strategy: str, r: Resources, a: _Arrays, workload: Workload | None, seed: Seed = 0, *,
+                 rank: Mapping[str, int] | None = None,
+                 affinity: Mapping[str, Collection[str]] | None = None,
+                 scarcity: Callable[[], np.ndarray] | None = None,
+                 veto: Callable[[NodeCap], bool] | None = None,
+                 rows: np.ndarray | None = None) -> tuple[NodeCap, tuple[int, ...]] | None:
+    """`choose` over servers already in columns (`fragment._Arrays`, e.g. kept across a
+    decision by `fragment.ServerColumns`): the same choice as `choose` over the `a.nodes` in
+    the bool mask `rows` (default all) less those `veto` refuses (asked only of those that fit).
+    Where the columns carry a tie order (`a.tie`) it must be `rank`'s."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     if scarcity is not None and strategy != "fgd":
         raise ValueError(f"the scarcity penalty is for fgd, not {strategy!r}")
     k, milli = _request(r)
-    nodes = candidates if isinstance(candidates, list) else list(candidates)
-    if not nodes:
+    if not len(a.nodes):
         return None
-    a = _Arrays(nodes)
     ok = _feasible(a, r, k, milli)
-    idx = np.flatnonzero(ok)
+    idx = np.flatnonzero(ok if rows is None else ok & rows)
+    if veto is not None and len(idx):
+        idx = idx[np.array([not veto(a.nodes[i]) for i in idx.tolist()], dtype=bool)]
     if len(idx) == 0:
         return None
-    if len(idx) < len(nodes):
-        a = a.subset(idx)
+    if len(idx) < len(a.nodes):  # FGD with kept tables reads no share unless it places one
+        a = a.subset(idx, shares=not (strategy == "fgd" and a.tables is not None and (k == 0 or milli >= MILLI)))
     feas = a.nodes
 
     rows = None
@@ -372,7 +395,7 @@ def choose(strategy: str, r: Resources, candidates: Sequence[NodeCap], workload:
         return node, tuple(sorted(node.free)[:k])
 
     scores, rows = _scores(strategy, r, a, k, milli, workload, affinity, scarcity)
-    i = _pick(scores, feas, rank)
+    i = _pick(scores, feas, rank, a.tie)
     node = feas[i]
     if k == 0:
         return node, ()

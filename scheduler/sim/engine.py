@@ -189,6 +189,8 @@ class Simulator:
         # Per GPU shape of the workload, the servers where it fits (the scarcity penalty's
         # C_m), kept with `caps`: every start and end marks its servers for a recount.
         self.shape_fits = scarcity.LiveShapeFits(workload, self.caps) if isinstance(workload, fragment.Workload) else None
+        # The servers as numpy columns for score-based placement, kept the same way.
+        self.columns: fragment.ServerColumns | None = fragment.ServerColumns(self.caps, tie_rank)
         self.types = sorted({s.accelerator_type for s in cluster.servers})
         self.pool_of = {t.org: t.pool for t in cluster.tenants}
         self.classes = cluster.classes or dict(DEFAULT_CLASSES)
@@ -238,6 +240,7 @@ class Simulator:
             workload=self.workload,
             tie_rank=self.tie_rank,
             shape_fits=self.shape_fits,
+            columns=self.columns,
         )
 
     def _units(self, r: _Running) -> float:
@@ -287,8 +290,10 @@ class Simulator:
     def _start(self, job: SimJob, type_: str, placements: tuple[Placement, ...], milli: int, t: float) -> _Running:
         self.launcher.take(job, placements, milli)  # the independent check: raises on a double allocation
         self.caps[type_].take(placements, self._request(job).resources)
-        if self.shape_fits is not None:
-            for p in placements:
+        for p in placements:
+            if self.columns is not None:
+                self.columns.changed(p.node)
+            if self.shape_fits is not None:
                 self.shape_fits.changed(type_, p.node)
         limit = float(self.time_limit(job))
         self._token += 1  # end events carry it: an event of an earlier run of the job is stale
@@ -311,6 +316,8 @@ class Simulator:
         self.launcher.give_back(r.job, r.placements, r.job.device_milli)
         for p in r.placements:
             self.caps[r.type].give_back(p.node, p.devices, r.job.device_milli, r.job.cpu_milli, r.job.memory_mib)
+            if self.columns is not None:
+                self.columns.changed(p.node)
             if self.shape_fits is not None:
                 self.shape_fits.changed(r.type, p.node)
         milli = sum(len(p.devices) for p in r.placements) * r.job.device_milli
