@@ -270,6 +270,10 @@ class Snapshot:
     # producer, so a decision copies them instead of building them; when absent the policy
     # builds its own, with the same result. Only read (a decision works on a copy).
     columns: Any | None = None
+    # Optional: the GPU shares each partly used device holds (policy.pairing.DeviceShares),
+    # kept by the producer as jobs start and end, for the share plan of placement "auto";
+    # when absent the policy reads them from `running`, with the same result. Only read.
+    device_shares: Any | None = None
     # Orgs whose jobs must not start (suspended or not verified), name -> status.
     inactive_orgs: dict[str, str] = field(default_factory=dict)
 

@@ -27,7 +27,9 @@ For each job, in that order:
    `Snapshot.shape_fits`, with the same counts), λ = `scoring.SCARCITY_WEIGHT` = 20, the best
    of 1–2000 on the Alibaba trace (below it FGD's choice barely changes, above it the
    penalty overrides FGD's packing). So the last servers a rare shape fits on are kept for
-   it. Over every accepted type; otherwise best fit by free devices, one rack for gangs,
+   it. A GPU share joins a partly used device only where the workload's share plan allows
+   (`pairing.py`: the shares on the device can still complete a pattern of an optimal
+   packing), unless no device is left then. Over every accepted type; otherwise best fit by free devices, one rack for gangs,
    fractional packing (`capacity.py`). If several types can start it now, the
    cheapest for its org wins (then its preference order). Gangs get all their servers in
    the same decision or none. The start's reason names the placement that chose it. (The
@@ -56,7 +58,7 @@ import numpy as np
 from quota.ledger import hold_fen
 from quota.types import Split, VoucherBalance
 from quota.vouchers import hold_split
-from scheduler.policy import capacity, fragment, scarcity, scoring
+from scheduler.policy import capacity, fragment, pairing, scarcity, scoring
 from scheduler.policy.backfill import Estimator, Reservation, Timeline
 from scheduler.policy.fairshare import classic, fair_tree
 from scheduler.policy.priority import job_priority
@@ -121,6 +123,7 @@ class _State:
         self._fits: scarcity.ShapeFits | None = None
         self._columns: fragment.ServerColumns | None = None
         self._changed: list[str] = []  # servers started on before the columns were made
+        self._contents: pairing.DeviceShares | None = None  # the shares each device holds
         # The producer's counts (Snapshot.shape_fits), if they describe this capacity and
         # workload and the scarcity penalty may need them (placement "auto").
         live = snap.shape_fits
@@ -192,6 +195,19 @@ class _State:
             self._changed = []
         return self._columns
 
+    def share_ok(self, milli: int):  # type: ignore[no-untyped-def]
+        """(server, device) -> may a share of `milli` join that partly used device, by the
+        workload's share plan (`pairing.py`); None if the workload has no share sizes."""
+        assert self.snap.workload is not None
+        plan = pairing.share_plan(self.snap.workload)
+        if not plan.active:
+            return None
+        if self._contents is None:  # the producer's, or read from the running jobs; `commit` adds this decision's
+            kept = self.snap.device_shares
+            self._contents = (kept if kept is not None else pairing.DeviceShares.of(self.snap.running)).fork()
+        held = self._contents.get
+        return lambda node, device: plan.allows(held(node, device), milli)
+
     def guarantee_room(self, job: JobRequest, t: str) -> bool:
         """Whether the job fits inside its org's guarantee, or its pool's, on type t."""
         m = job.resources.total_milli
@@ -244,6 +260,9 @@ class _State:
                 self._columns.changed(p.node)
             else:
                 self._changed.append(p.node)
+            if r.fractional and self._contents is not None:  # (a share is placed only after `share_ok` read them)
+                for d in p.devices:
+                    self._contents.add(p.node, d, r.device_milli)
         if fits is not None:
             for p in placements:
                 fits.add(self.caps[t].nodes[p.node])
@@ -346,7 +365,8 @@ def _place_scored(st: _State, job: JobRequest, types: list[str], ends: float,
     W = st.snap.workload._compiled if strategy == "fgd" and st.snap.workload is not None else None  # type: ignore[attr-defined]
     cols = st.columns(W)
     chosen = scoring.choose_among(strategy, r, cols.arrays(W), st.snap.workload, seed, rank=st.snap.tie_rank,
-                                  scarcity=st.shape_fits if scarce else None, veto=veto, rows=cols.rows_of(types))
+                                  scarcity=st.shape_fits if scarce else None, veto=veto, rows=cols.rows_of(types),
+                                  share_ok=st.share_ok(r.device_milli) if scarce and r.fractional else None)
     if chosen is None:
         return None
     node, devices = chosen

@@ -77,6 +77,10 @@ choice), and counting it is one O(servers) numpy pass per decision, then O(1) pe
 — or, where a producer keeps the counts across decisions (`scarcity.LiveShapeFits`, the simulator),
 a pass over the servers changed since the last decision only; the counts are the same.
 
+Share plan (the suanli policy's, `share_ok`): for a share, partly used devices the workload's
+share plan rules out (`pairing.py`) are not candidates while any device remains; FGD less the
+penalty chooses among the rest.
+
 The fragment measure F and its vectorised tables (the FGD hot path) live in
 `scheduler/policy/fragment.py`.
 """
@@ -223,7 +227,8 @@ _Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int, exact: bool = False,
-         scarcity: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, _Rows | None]:
+         scarcity: Callable[[], np.ndarray] | None = None,
+         share_ok: Callable[[str, int], bool] | None = None) -> tuple[np.ndarray, _Rows | None]:
     """FGD scores per node; for a share also the per-(node, device) rows: (row's node, row's
     device (-1 = the node's lowest wholly free device), row's score). With `scarcity` (the
     C_m of every GPU shape, asked for only when needed) the scores less the penalty."""
@@ -258,6 +263,13 @@ def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int, exact: bool
     # A share: one after-state per (node, fitting device); wholly free devices are one row.
     free_rows = np.flatnonzero(a.nfree > 0)
     m = a.sv >= milli
+    if share_ok is not None and m.any():  # the share plan (pairing.py): partly used devices it allows
+        fitting = np.flatnonzero(m)
+        ok = np.fromiter((share_ok(a.nodes[n].name, d) for n, d in zip(a.sn[fitting].tolist(), a.sd[fitting].tolist())),
+                         dtype=bool, count=len(fitting))
+        if ok.any() or len(free_rows):  # else every device that fits, as without the plan
+            m = np.zeros_like(m)
+            m[fitting[ok]] = True
     rn = np.concatenate([free_rows, a.sn[m]])
     rv = np.concatenate([np.full(len(free_rows), MILLI, dtype=np.int64), a.sv[m]])
     rd = np.concatenate([np.full(len(free_rows), -1, dtype=np.int64), a.sd[m]])
@@ -320,7 +332,8 @@ def _fitting_devices(node: NodeCap, milli: int) -> list[int]:
 
 def _scores(strategy: str, r: Resources, a: _Arrays, k: int, milli: int, workload: Workload | None,
             affinity: Mapping[str, Collection[str]] | None,
-            scarcity: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, _Rows | None]:
+            scarcity: Callable[[], np.ndarray] | None = None,
+            share_ok: Callable[[str, int], bool] | None = None) -> tuple[np.ndarray, _Rows | None]:
     cpu_req = r.cpus_per_node
     if strategy == "bestfit":
         return _bestfit(a, k, milli, cpu_req), None
@@ -333,7 +346,7 @@ def _scores(strategy: str, r: Resources, a: _Arrays, k: int, milli: int, workloa
     if strategy == "fgd":
         if workload is None:
             raise ValueError("fgd needs the target workload")
-        return _fgd(a, workload._compiled, k, milli, cpu_req, scarcity=scarcity)  # type: ignore[attr-defined]
+        return _fgd(a, workload._compiled, k, milli, cpu_req, scarcity=scarcity, share_ok=share_ok)  # type: ignore[attr-defined]
     raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
 
 
@@ -360,11 +373,14 @@ def choose_among(strategy: str, r: Resources, a: _Arrays, workload: Workload | N
                  affinity: Mapping[str, Collection[str]] | None = None,
                  scarcity: Callable[[], np.ndarray] | None = None,
                  veto: Callable[[NodeCap], bool] | None = None,
-                 rows: np.ndarray | None = None) -> tuple[NodeCap, tuple[int, ...]] | None:
+                 rows: np.ndarray | None = None,
+                 share_ok: Callable[[str, int], bool] | None = None) -> tuple[NodeCap, tuple[int, ...]] | None:
     """`choose` over servers already in columns (`fragment._Arrays`, e.g. kept across a
     decision by `fragment.ServerColumns`): the same choice as `choose` over the `a.nodes` in
     the bool mask `rows` (default all) less those `veto` refuses (asked only of those that fit).
-    Where the columns carry a tie order (`a.tie`) it must be `rank`'s."""
+    Where the columns carry a tie order (`a.tie`) it must be `rank`'s. `share_ok(server,
+    device)` (fgd, a share only: the share plan of `pairing.py`) limits the partly used
+    devices a share may join, unless it leaves no device at all."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     if scarcity is not None and strategy != "fgd":
@@ -394,7 +410,7 @@ def choose_among(strategy: str, r: Resources, a: _Arrays, workload: Workload | N
             return node, (fit[int(rng.integers(len(fit)))],)
         return node, tuple(sorted(node.free)[:k])
 
-    scores, rows = _scores(strategy, r, a, k, milli, workload, affinity, scarcity)
+    scores, rows = _scores(strategy, r, a, k, milli, workload, affinity, scarcity, share_ok)
     i = _pick(scores, feas, rank, a.tie)
     node = feas[i]
     if k == 0:

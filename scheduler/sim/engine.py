@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from quota.usage import Accumulator
-from scheduler.policy import capacity, fragment, scarcity
+from scheduler.policy import capacity, fragment, pairing, scarcity
 from scheduler.sim.model import SimCluster, SimJob
 from scheduler.types import (
     DEFAULT_CLASSES,
@@ -191,6 +191,7 @@ class Simulator:
         self.shape_fits = scarcity.LiveShapeFits(workload, self.caps) if isinstance(workload, fragment.Workload) else None
         # The servers as numpy columns for score-based placement, kept the same way.
         self.columns: fragment.ServerColumns | None = fragment.ServerColumns(self.caps, tie_rank)
+        self.device_shares: pairing.DeviceShares | None = pairing.DeviceShares()  # the shares each device holds
         self.types = sorted({s.accelerator_type for s in cluster.servers})
         self.pool_of = {t.org: t.pool for t in cluster.tenants}
         self.classes = cluster.classes or dict(DEFAULT_CLASSES)
@@ -241,6 +242,7 @@ class Simulator:
             tie_rank=self.tie_rank,
             shape_fits=self.shape_fits,
             columns=self.columns,
+            device_shares=self.device_shares,
         )
 
     def _units(self, r: _Running) -> float:
@@ -295,6 +297,9 @@ class Simulator:
                 self.columns.changed(p.node)
             if self.shape_fits is not None:
                 self.shape_fits.changed(type_, p.node)
+            if self.device_shares is not None and job.device_milli < 1000:
+                for d in p.devices:
+                    self.device_shares.add(p.node, d, job.device_milli)
         limit = float(self.time_limit(job))
         self._token += 1  # end events carry it: an event of an earlier run of the job is stale
         r = _Running(job, type_, placements, t, limit, t + min(job.duration_s, limit), epoch=self._token)
@@ -320,6 +325,9 @@ class Simulator:
                 self.columns.changed(p.node)
             if self.shape_fits is not None:
                 self.shape_fits.changed(r.type, p.node)
+            if self.device_shares is not None and r.job.device_milli < 1000:
+                for d in p.devices:
+                    self.device_shares.remove(p.node, d, r.job.device_milli)
         milli = sum(len(p.devices) for p in r.placements) * r.job.device_milli
         self._busy[r.job.tenant] -= milli / 1000
         self._org_use[(r.job.tenant, r.type)] -= milli
