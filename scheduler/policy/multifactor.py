@@ -412,6 +412,8 @@ def _one(st: _State, job: JobRequest, prio: Priority, guaranteed: bool, preempts
         strategy = "fgd" if snap.workload is not None else "bucket"
     if strategy != "bucket" and r.nodes == 1:
         how = PLACED_BY.get(strategy, strategy) + (" less scarcity" if scarce else "")
+        if scarce and r.fractional and pairing.share_plan(snap.workload).active:
+            how += ", the device by the share plan"
         scored = _place_scored(st, job, types, ends, strategy, scarce)
         if scored is not None:
             options.append((prices[scored[0]], 0, *scored))

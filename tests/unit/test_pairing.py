@@ -152,6 +152,10 @@ def test_a_share_avoids_the_device_the_plan_rules_out_and_fgd_does_not() -> None
     ours = decide(_snap(nodes, running, [job]), NOW)
     assert [(p.node, p.devices) for p in fgd.starts[0].placements] == [("s0", (0,))]
     assert [(p.node, p.devices) for p in ours.starts[0].placements] != [("s0", (0,))]
+    assert ours.starts[0].reason.endswith("placed by least fragmentation growth (FGD) less scarcity, the device by the share plan")
+    assert "share plan" not in fgd.starts[0].reason
+    whole = decide(_snap(nodes, running, [make_job(3)]), NOW)  # a whole device: no share plan involved
+    assert whole.starts[0].reason.endswith("(FGD) less scarcity")
     # A 650 may join the 320.
     ours650 = decide(_snap(nodes, running, [make_job(2, milli=650)]), NOW)
     assert [(p.node, p.devices) for p in ours650.starts[0].placements] == [("s0", (0,))]
