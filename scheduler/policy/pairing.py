@@ -8,10 +8,11 @@ device that fits (the 470 on the lone 320); the plan keeps devices on the combin
 optimal packing of the *target workload* uses.
 
 The plan is the cutting-stock linear program of the workload's share sizes (each size in
-proportion to its popularity; minimise devices; Gilmore–Gomory, solved as an arc-flow network
-like `scheduler/sim/bound.py`): its dual value y_s per size (1 for a size that needs a device
-of its own; 1/2 for sizes that pair; ...) prices every packing pattern, and the patterns an
-optimal packing may use are exactly those worth 1 (zero reduced cost). A share of size s may
+proportion to its popularity; minimise devices; Gilmore–Gomory, solved on the arc-flow
+network of `arcflow.py`, as the simulator's bounds are): its dual value y_s per size (1 for a
+size that needs a device of its own; 1/2 for sizes that pair; ...) prices every packing
+pattern, and the patterns an optimal packing may use are exactly those worth 1 (zero reduced
+cost). A share of size s may
 join a partly used device holding shares C only if C + s can still be completed to such a
 pattern:
 
@@ -37,11 +38,12 @@ pattern of the LP.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
+
+from scheduler.policy.arcflow import ArcFlow, solve
 
 MILLI = 1000
 EPS = 1e-6
@@ -89,37 +91,13 @@ class SharePlan:
 
 def _duals(sizes: list[int], weights: list[float]) -> list[float]:
     """Dual values of the demand rows of min devices s.t. pieces of each size >= demand, on
-    the arc-flow network (nodes 0..1000 in steps of the sizes' gcd; an arc per size and
-    start, loss arcs; one unit of flow 0 -> 1000 per device)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix
-
-    step = math.gcd(MILLI, *sizes)
-    n = MILLI // step + 1
-    arcs = [(i, i + s // step, k) for k, s in enumerate(sizes) for i in range(n) if i + s // step < n]
-    arcs += [(i, i + 1, -1) for i in range(n - 1)]
-    z = len(arcs)
-    rows, cols, vals = [], [], []
-    for col, (a, b, _k) in enumerate(arcs):  # conservation at inner nodes
-        if a != 0:
-            rows.append(a - 1), cols.append(col), vals.append(-1.0)
-        if b != n - 1:
-            rows.append(b - 1), cols.append(col), vals.append(1.0)
-    out0 = [col for col, (a, _b, _k) in enumerate(arcs) if a == 0]
-    rows += [n - 2] * (len(out0) + 1)  # flow out of node 0 = devices
-    cols += out0 + [z]
-    vals += [1.0] * len(out0) + [-1.0]
-    a_eq = coo_matrix((vals, (rows, cols)), shape=(n - 1, z + 1)).tocsr()
-    r2 = [k for (_a, _b, k) in arcs if k >= 0]
-    c2 = [col for col, (_a, _b, k) in enumerate(arcs) if k >= 0]
-    placed = coo_matrix(([-1.0] * len(c2), (r2, c2)), shape=(len(sizes), z + 1)).tocsr()
+    the arc-flow network (`arcflow.py`); the demand's scale does not change them."""
+    net = ArcFlow(sizes)
     total = sum(weights)
-    demand = -np.array([1000.0 * w / total for w in weights])  # any scale: duals do not change
-    c = np.zeros(z + 1)
-    c[z] = 1.0
-    res = linprog(c, A_ub=placed, b_ub=demand, A_eq=a_eq, b_eq=np.zeros(n - 1), bounds=(0, None), method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"share plan LP failed: {res.message}")
+    demand = np.array([1000.0 * w / total for w in weights])
+    c = np.zeros(net.z + 1)
+    c[net.z] = 1.0
+    res = solve(c, net, -net.placed, -demand)
     return [max(0.0, -float(m)) for m in res.ineqlin.marginals]
 
 

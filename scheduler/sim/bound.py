@@ -16,11 +16,8 @@ policy, online or not, can do better than they say:
   pod out lets a whole-GPU pod use its device (an 810-milli pod out, a 1000-milli pod in:
   +190) — a policy gains that only by refusing a pod that fits, which in this protocol fails it.
 
-Arc flow (Valério de Carvalho): nodes 0..1000 thousandths in steps of the sizes' common
-divisor, an arc i -> i+s per pod size s, loss arcs i -> i+step; every device is one unit of flow
-from 0 to 1000, and the flow on the arcs of size s is how many pods of size s are placed. Its
-LP value equals the Gilmore–Gomory bound, with (1000/step) × sizes variables instead of one
-per packing pattern.
+Both are linear programs on the arc-flow network of the pod sizes (`scheduler/policy/arcflow.py`,
+shared with the suanli policy's share plan).
 
 Invariants: pure (no I/O, no clock); the same arrivals give the same bounds; each bound is
 <= the unallocated % of any placement of those arrivals (checked against hand-made instances
@@ -35,9 +32,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
 from scipy.sparse import coo_matrix, vstack
 
+from scheduler.policy.arcflow import ArcFlow, solve
 from scheduler.sim.model import SimJob
 
 MILLI = 1000
@@ -83,53 +80,16 @@ def _pieces(jobs: Sequence[SimJob]) -> Counter[int]:
     return pieces
 
 
-class _ArcFlow:
-    """The network for a set of piece sizes; variables: one per (start node, size) arc, then
-    one loss arc per node, then the number of devices z (flow out of node 0)."""
-
-    def __init__(self, sizes: Sequence[int]) -> None:
-        step = math.gcd(MILLI, *sizes)
-        self.sizes = list(sizes)
-        self.nodes = MILLI // step + 1
-        arcs = [(i, i + s // step, k) for k, s in enumerate(self.sizes) for i in range(self.nodes) if i + s // step < self.nodes]
-        arcs += [(i, i + 1, -1) for i in range(self.nodes - 1)]  # loss
-        self.arcs = arcs
-        self.z = len(arcs)
-        rows, cols, vals = [], [], []
-        for col, (a, b, _k) in enumerate(arcs):  # flow conservation: in - out = 0 inside
-            if a != 0:
-                rows.append(a - 1), cols.append(col), vals.append(-1.0)
-            if b != self.nodes - 1:
-                rows.append(b - 1), cols.append(col), vals.append(1.0)
-        out0 = [col for col, (a, _b, _k) in enumerate(arcs) if a == 0]
-        rows += [self.nodes - 2] * (len(out0) + 1)  # flow out of node 0 = z
-        cols += out0 + [self.z]
-        vals += [1.0] * len(out0) + [-1.0]
-        self.a_eq = coo_matrix((vals, (rows, cols)), shape=(self.nodes - 1, self.z + 1)).tocsr()
-        self.b_eq = np.zeros(self.nodes - 1)
-        # per size: the sum of its arcs' flow (pods of that size placed)
-        rows2 = [k for (_a, _b, k) in arcs if k >= 0]
-        cols2 = [col for col, (_a, _b, k) in enumerate(arcs) if k >= 0]
-        self.placed = coo_matrix(([1.0] * len(cols2), (rows2, cols2)), shape=(len(self.sizes), self.z + 1)).tocsr()
-
-
-def _solve(c: np.ndarray, net: _ArcFlow, a_ub: object, b_ub: np.ndarray) -> float:
-    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=net.a_eq, b_eq=net.b_eq, bounds=(0, None), method="highs")
-    if res.status != 0:  # the problems are always feasible and bounded; anything else is a bug
-        raise RuntimeError(f"bound LP failed: {res.message}")
-    return float(res.fun)
-
-
 def min_share_devices(shares: Counter[int]) -> int:
     """Fewest devices the given share pieces (size -> count, sizes < 1000) fit on: the LP
     relaxation of cutting stock, rounded up (a lower bound on the integer optimum)."""
     if not shares:
         return 0
-    net = _ArcFlow(sorted(shares))
+    net = ArcFlow(sorted(shares))
     c = np.zeros(net.z + 1)
     c[net.z] = 1.0
     demand = np.array([shares[s] for s in net.sizes], dtype=float)
-    z = _solve(c, net, -net.placed, -demand)
+    z = float(solve(c, net, -net.placed, -demand).fun)
     return math.ceil(z - 1e-7)
 
 
@@ -138,14 +98,14 @@ def max_fill(pieces: Counter[int], devices: int) -> float:
     devices when any piece may stay out (LP relaxation: an upper bound on any placement)."""
     if not pieces or devices <= 0:
         return 0.0
-    net = _ArcFlow(sorted(pieces))
+    net = ArcFlow(sorted(pieces))
     c = np.zeros(net.z + 1)
     c[:net.z] = -(net.placed.T @ np.array(net.sizes, dtype=float))[: net.z]
     cap = np.zeros((1, net.z + 1))
     cap[0, net.z] = 1.0
     a_ub = vstack([net.placed, coo_matrix(cap)]).tocsr()
     b_ub = np.array([pieces[s] for s in net.sizes] + [devices], dtype=float)
-    return -_solve(c, net, a_ub, b_ub)
+    return -float(solve(c, net, a_ub, b_ub).fun)
 
 
 def fgd_bounds(arrivals: Iterable[SimJob], total_devices: int) -> Bounds:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,9 +28,9 @@ from scheduler.policy.fragment import ServerColumns, TaskShape, Workload, _allow
 from scheduler.policy.scoring import STRATEGIES, choose, choose_among
 from scheduler.sim.engine import Simulator
 from scheduler.sim.run import workload_of
-from scheduler.types import Decisions, NodeView, PolicyConfig, Resources, Snapshot
+from scheduler.types import NodeView, Resources
 from tests.unit.policy_builders import NOW, make_job, make_node, make_snapshot
-from tests.unit.test_scarcity import _small_trace
+from tests.unit.test_scarcity import _small_trace, count_calls, replay
 from tests.unit.test_scoring import clusters, requests, workloads
 
 G2, G3 = "G2", "G3"
@@ -145,36 +144,20 @@ def test_choose_among_the_columns_is_choose_over_the_same_servers(nodes: list[No
 def test_the_simulator_decides_the_same_with_and_without_its_kept_columns() -> None:
     cluster, jobs = _small_trace(11)
     workload = workload_of(jobs)
+    forks: list[int] = []
 
-    def replay(keep: bool) -> tuple[list[Decisions], int]:
-        seen: list[Decisions] = []
-        forks = [0]
+    def count_forks(sim: Simulator) -> None:
+        forks.append(0)
+        count_calls(sim.columns, "fork", forks)
 
-        def policy(snap: Snapshot, now: float) -> Decisions:
-            d = decide(snap, now)
-            seen.append(d)
-            return d
+    def drop(sim: Simulator) -> None:
+        sim.columns = None
 
-        sim = Simulator(replace(cluster, policy=PolicyConfig(placement="auto")), policy, lambda j: 2 * j.duration_s, workload)
-        if not keep:
-            sim.columns = None
-        else:
-            assert sim.columns is not None
-            fork = sim.columns.fork
-
-            def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-                forks[0] += 1
-                return fork(*args, **kwargs)
-            sim.columns.fork = counted  # type: ignore[method-assign]
-        sim.run(jobs, cycle_s=10.0)
-        return seen, forks[0]
-
-    kept, forks = replay(True)
-    built_here, none = replay(False)
-    assert forks > 10 and none == 0
+    kept, _ = replay(cluster, jobs, workload, setup=count_forks)
+    built_here, _ = replay(cluster, jobs, workload, setup=drop)
+    assert forks[0] > 10
     assert kept == built_here
     assert sum(len(d.starts) for d in kept) > 100
-    assert np.mean([len(d.starts) for d in kept if d.starts]) >= 1
 
 
 def test_starts_before_the_first_scored_placement_reach_the_producers_columns() -> None:

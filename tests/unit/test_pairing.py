@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,9 +28,9 @@ from scheduler.policy.fragment import TaskShape, Workload
 from scheduler.policy.pairing import DeviceShares, SharePlan, share_plan
 from scheduler.sim.engine import Simulator
 from scheduler.sim.run import workload_of
-from scheduler.types import Decisions, Placement, PolicyConfig, RunningJob, Snapshot
+from scheduler.types import Placement, PolicyConfig, RunningJob, Snapshot
 from tests.unit.policy_builders import NOW, make_job, make_node, make_snapshot
-from tests.unit.test_scarcity import _small_trace
+from tests.unit.test_scarcity import _small_trace, replay
 
 
 def _patterns(sizes: list[int]) -> list[tuple[int, ...]]:
@@ -186,24 +185,14 @@ def test_the_simulator_decides_the_same_with_and_without_its_kept_device_shares(
     workload = workload_of(jobs)
     assert share_plan(workload).active
 
-    def replay(keep: bool) -> list[Decisions]:
-        seen: list[Decisions] = []
+    def drop(sim: Simulator) -> None:
+        sim.device_shares = None
 
-        def policy(snap: Snapshot, now: float) -> Decisions:
-            d = decide(snap, now)
-            seen.append(d)
-            return d
-
-        sim = Simulator(replace(cluster, policy=PolicyConfig(placement="auto")), policy, lambda j: 2 * j.duration_s, workload)
-        if not keep:
-            sim.device_shares = None
-        sim.run(jobs, cycle_s=10.0)
-        if keep:
-            assert sim.device_shares is not None
-            assert sim.device_shares.as_dict() == DeviceShares.of(sim.snapshot(0.0).running).as_dict()
-        return seen
-
-    assert replay(True) == replay(False)
+    kept, sim = replay(cluster, jobs, workload)
+    assert sim.device_shares is not None
+    assert sim.device_shares.as_dict() == DeviceShares.of(sim.snapshot(0.0).running).as_dict()
+    read_here, _ = replay(cluster, jobs, workload, setup=drop)
+    assert kept == read_here
 
 
 def test_capacity_index_is_untouched_by_the_plan() -> None:

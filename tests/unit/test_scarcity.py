@@ -18,7 +18,9 @@ Invariants checked here:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -265,6 +267,34 @@ def _small_trace(seed: int) -> tuple[SimCluster, list[SimJob]]:
     return cluster, jobs
 
 
+def count_calls(obj: Any, name: str, calls: list[int]) -> None:
+    """Wrap `obj.name` so that every call adds one to `calls[-1]`."""
+    inner = getattr(obj, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[-1] += 1
+        return inner(*args, **kwargs)
+    setattr(obj, name, counted)
+
+
+def replay(cluster: SimCluster, jobs: list[SimJob], workload: Workload, placement: str = "auto",
+           setup: Callable[[Simulator], None] | None = None) -> tuple[list[Decisions], Simulator]:
+    """Every decision of the suanli policy over a time-mode replay (10 s cycles, time limits
+    2 x duration); `setup` may change the simulator before it runs."""
+    seen: list[Decisions] = []
+
+    def policy(snap: Snapshot, now: float) -> Decisions:
+        d = decide(snap, now)
+        seen.append(d)
+        return d
+
+    sim = Simulator(replace(cluster, policy=PolicyConfig(placement=placement)), policy, lambda j: 2 * j.duration_s, workload)
+    if setup is not None:
+        setup(sim)
+    sim.run(jobs, cycle_s=10.0)
+    return seen, sim
+
+
 def test_the_simulator_decides_the_same_with_and_without_its_kept_counts() -> None:
     """On a seeded trace the policy gives exactly the same decisions (starts with their
     devices, waits) whether the snapshot carries the simulator's `LiveShapeFits` or not
@@ -274,32 +304,19 @@ def test_the_simulator_decides_the_same_with_and_without_its_kept_counts() -> No
     cluster, jobs = _small_trace(8)
     workload = workload_of(jobs)
 
-    def replay(keep: bool, placement: str = "auto") -> tuple[list[Decisions], int]:
-        seen: list[Decisions] = []
-        reads = [0]
+    reads: list[int] = []
 
-        def policy(snap: Snapshot, now: float) -> Decisions:
-            d = decide(snap, now)
-            seen.append(d)
-            return d
+    def count_reads(sim: Simulator) -> None:
+        reads.append(0)
+        count_calls(sim.shape_fits, "counts", reads)
 
-        sim = Simulator(replace(cluster, policy=PolicyConfig(placement=placement)), policy, lambda j: 2 * j.duration_s, workload)
-        if not keep:
-            sim.shape_fits = None
-        elif sim.shape_fits is not None:
-            counts = sim.shape_fits.counts
+    def drop(sim: Simulator) -> None:
+        sim.shape_fits = None
 
-            def counted() -> np.ndarray:
-                reads[0] += 1
-                return counts()
-            sim.shape_fits.counts = counted  # type: ignore[method-assign]
-        sim.run(jobs, cycle_s=10.0)
-        return seen, reads[0]
-
-    kept, reads = replay(True)
-    counted_here, none = replay(False)
-    assert reads > 10 and none == 0
+    kept, _ = replay(cluster, jobs, workload, setup=count_reads)
+    counted_here, _ = replay(cluster, jobs, workload, setup=drop)
+    assert reads[0] > 10
     assert kept == counted_here
-    plain, _ = replay(True, "fgd")
+    plain, _ = replay(cluster, jobs, workload, "fgd")
     places = [[(s.job_id, s.placements) for s in d.starts] for d in kept]
     assert places != [[(s.job_id, s.placements) for s in d.starts] for d in plain]
