@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog
-from scipy.sparse import coo_matrix
 
 MILLI = 1000
+# SciPy is imported where it is used: the policy imports this module, and loading SciPy
+# (~0.3 s) should not slow every process that imports the policy (the CLI, the API).
 
 
 class ArcFlow:
@@ -30,6 +30,8 @@ class ArcFlow:
     hold flow conservation and z; `placed` (sizes x variables) sums each size's arcs."""
 
     def __init__(self, sizes: Sequence[int]) -> None:
+        from scipy.sparse import coo_matrix
+
         step = math.gcd(MILLI, *sizes)
         self.sizes = list(sizes)
         self.nodes = MILLI // step + 1
@@ -58,6 +60,8 @@ class ArcFlow:
 def solve(c: np.ndarray, net: ArcFlow, a_ub: object, b_ub: np.ndarray) -> Any:
     """min c·x on the network with A_ub x <= b_ub, x >= 0 (SciPy HiGHS); the result holds the
     value (`fun`) and the duals of the inequality rows (`ineqlin.marginals`)."""
+    from scipy.optimize import linprog
+
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=net.a_eq, b_eq=net.b_eq, bounds=(0, None), method="highs")
     if res.status != 0:  # the problems are always feasible and bounded; anything else is a bug
         raise RuntimeError(f"arc-flow LP failed: {res.message}")
