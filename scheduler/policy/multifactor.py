@@ -511,6 +511,8 @@ def _peek(st: _State, t: str, devices: int) -> float:
 
 
 def _estimate(st: _State, t: str, devices: int) -> float | None:
+    if st.snap.config.estimate_depth <= 0:  # no estimates: not even the timeline is needed
+        return None
     est = _estimator(st, t)
     if est.count >= st.snap.config.estimate_depth:
         return None

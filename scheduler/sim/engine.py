@@ -36,6 +36,7 @@ from scheduler.types import (
     JobRequest,
     NodeView,
     Placement,
+    PolicyConfig,
     Resources,
     RunningJob,
     ShareNode,
@@ -224,7 +225,7 @@ class Simulator:
     def _pool(self, job: SimJob) -> str:
         return job.pool or self.pool_of.get(job.tenant, "default")
 
-    def snapshot(self, t: float) -> Snapshot:
+    def snapshot(self, t: float, config: PolicyConfig | None = None) -> Snapshot:
         return Snapshot(
             nodes=(),
             pending=tuple(self._request(j) for j in self.pending.values()),
@@ -235,7 +236,7 @@ class Simulator:
             classes=self.classes,
             prices=self.cluster.prices,
             funds=None,
-            config=self.cluster.policy,
+            config=self.cluster.policy if config is None else config,
             capacity=self.caps,
             in_use=(self._org_use, self._pool_use),
             workload=self.workload,
@@ -431,8 +432,12 @@ class Simulator:
 
     # ------------------------------------------------------------------ fgd mode
     def run_fgd(self, arrivals: Iterable[SimJob]) -> SimResult:
-        """Arrivals only, no departures; a job that cannot start at once is dropped."""
+        """Arrivals only, no departures; a job that cannot start at once is dropped. So the
+        policy decides without reservations or start estimates for blocked jobs: each decision
+        holds one job, a reservation could only be for it and is never used, and the starts
+        are the same (tests/unit/test_sim_engine.py); building them walked every running job."""
         total = self.cluster.total_devices
+        cfg = replace(self.cluster.policy, backfill_depth=0, estimate_depth=0)
         result = SimResult(self.records, 0.0, total_devices=total)
         arrived = 0.0
         next_mark = 0
@@ -440,7 +445,7 @@ class Simulator:
             self.records[job.id] = JobRecord(job)
             arrived += job.gpu_request
             self.pending = {job.id: job}
-            d = self.policy(self.snapshot(0.0), 0.0)
+            d = self.policy(self.snapshot(0.0, cfg), 0.0)
             result.decisions += 1
             if d.starts:
                 s = d.starts[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,32 @@ def test_fgd_mode_protocol_on_a_small_cluster() -> None:
         arrived += j.gpu_request
     assert curve[-1][1] <= min(100.0, 100 * arrived / 16) + 1e-9
     assert res.dropped == sum(1 for r in res.records.values() if r.status == "DROPPED")
+
+
+def test_fgd_mode_places_the_same_without_reservations_and_estimates() -> None:
+    """`run_fgd` decides without reservations or estimates (a job that cannot start is
+    dropped, so they are never used): every job gets the same devices, and the curve is the
+    same, as when the policy also makes them — which it does here (the comparison can fail)."""
+    servers = tuple(SimServer(f"s{i}", "gpu", 8, 64_000, 1 << 20) for i in range(3))
+    rng = random.Random(5)
+    arrivals = [SimJob(i + 1, 0, 1, *((1, 1, rng.choice([250, 500, 700])) if rng.random() < 0.4 else (rng.choice([1, 2, 4, 8]),)))
+                for i in range(40)]
+    waits = []
+
+    def with_reservations(snap, now):  # type: ignore[no-untyped-def]
+        d = decide(replace(snap, config=PolicyConfig()), now)
+        waits.extend(w.code for w in d.waits)
+        return d
+
+    runs = []
+    for policy in (decide, with_reservations):
+        sim = Simulator(SimCluster(servers), policy, exact())
+        res = sim.run_fgd(arrivals)
+        runs.append((res.allocation_curve, {j: (r.status, sim.running[j].placements if j in sim.running else None)
+                                            for j, r in res.records.items()}))
+    assert runs[0] == runs[1]
+    assert any(c.value == "reserved" for c in waits)
+    assert sum(1 for _, (status, _p) in runs[0][1].items() if status == "DROPPED") > 0
 
 
 def test_metrics_helpers() -> None:
