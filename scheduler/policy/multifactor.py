@@ -29,8 +29,8 @@ For each job, in that order:
    penalty overrides FGD's packing). So the last servers a rare shape fits on are kept for
    it. A GPU share joins a partly used device only where the workload's share plan allows
    (`pairing.py`: the shares on the device can still complete a pattern of an optimal
-   packing), unless no device is left then. Over every accepted type; otherwise best fit by free devices, one rack for gangs,
-   fractional packing (`capacity.py`). If several types can start it now, the
+   packing), unless no device is left then. Over every accepted type; otherwise best fit
+   by free devices, one rack for gangs, fractional packing (`capacity.py`). If several types can start it now, the
    cheapest for its org wins (then its preference order). Gangs get all their servers in
    the same decision or none. The start's reason names the placement that chose it. (The
    workload comes from the simulator's trace, or live from the jobs submitted lately:

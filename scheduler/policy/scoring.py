@@ -236,7 +236,7 @@ def _fgd(a: _Arrays, W: _Compiled, k: int, milli: int, cpu_req: int, exact: bool
     P = W.total_weight
     if len(W.c) == 0:  # no GPU shape: F = P * G, only the GPU taken matters
         cnt = fit = allowed = h_before = None
-    elif a.tables is not None and a.tables[0] is W:  # kept across the decision (fragment.TypeColumns)
+    elif a.tables is not None and a.tables[0] is W:  # kept across the decision (fragment.ServerColumns)
         _, cnt, fit, allowed, h_before = a.tables
     else:
         cnt, fit = _fit_tables(a, W)
